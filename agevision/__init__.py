@@ -1,0 +1,3 @@
+from agevision.errors import AgevisionError
+
+__all__ = ["AgevisionError"]

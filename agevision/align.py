@@ -1,0 +1,58 @@
+"""Face crops aligned on the eyes: the one crop path for training, evaluation and runtime.
+
+A crop is a similarity transform of the frame: rotation from the line through the two eye
+keypoints (so the eyes end up level), scale from the detector box width (steadier than the
+eye distance when the head turns), and a fixed margin around the face. Pixels outside the
+frame are filled by replicating the border, so faces cut by the frame edge still give a
+full-size crop.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from agevision.faces import LEFT_EYE, RIGHT_EYE, Faces
+
+# Fraction of the crop width that the detector box width maps to, and where the box centre
+# lands in the crop (x, y as fractions of the crop size). Chosen so that forehead, chin and
+# a little hair fit in the crop.
+BOX_FRACTION = 0.62
+CENTER = (0.5, 0.47)
+
+
+def crop_transforms(faces: Faces, size: int) -> np.ndarray:
+    """Affine transforms mapping each face of `faces` onto a `size`x`size` crop.
+
+    Returns (N, 2, 3) float64 matrices for cv2.warpAffine.
+    """
+    mats = np.zeros((len(faces), 2, 3), np.float64)
+    for i in range(len(faces)):
+        x0, y0, x1, y1 = faces.boxes[i].astype(np.float64)
+        eye_r = faces.keypoints[i, RIGHT_EYE].astype(np.float64)
+        eye_l = faces.keypoints[i, LEFT_EYE].astype(np.float64)
+        dx, dy = eye_l - eye_r
+        angle = np.arctan2(dy, dx) if (dx or dy) else 0.0
+        width = max(x1 - x0, 1.0)
+        scale = BOX_FRACTION * size / width
+        cos, sin = scale * np.cos(-angle), scale * np.sin(-angle)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        tx = CENTER[0] * size - (cos * cx - sin * cy)
+        ty = CENTER[1] * size - (sin * cx + cos * cy)
+        mats[i] = ((cos, -sin, tx), (sin, cos, ty))
+    return mats
+
+
+def align_crops(frame_bgr: np.ndarray, faces: Faces, size: int) -> np.ndarray:
+    """Cut one aligned crop per face out of a BGR uint8 frame.
+
+    frame_bgr: (H, W, 3) uint8 BGR. faces: boxes and keypoints in pixels of that frame.
+    Returns (N, size, size, 3) uint8 RGB crops (N may be 0).
+    """
+    crops = np.empty((len(faces), size, size, 3), np.uint8)
+    for i, mat in enumerate(crop_transforms(faces, size)):
+        crop = cv2.warpAffine(
+            frame_bgr, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        crops[i] = crop[:, :, ::-1]
+    return crops

@@ -1,0 +1,75 @@
+"""The `Faces` record: every face found in one frame, as parallel numpy arrays.
+
+One `Faces` value flows through all stages of the pipeline: the detector fills the
+geometry, the tracker the ids, the estimator the age and gender fields, the smoother the
+per-track estimates. Row i of every array describes the same face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+# MediaPipe BlazeFace keypoint order (the subject's right eye is on the image's left).
+RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH, RIGHT_EAR, LEFT_EAR = range(6)
+
+
+def _empty(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+@dataclass
+class Faces:
+    """Faces of one frame.
+
+    boxes:      (N, 4) float32, x0, y0, x1, y1 in pixels of the frame.
+    keypoints:  (N, 6, 2) float32, BlazeFace keypoints in pixels (see RIGHT_EYE...).
+    scores:     (N,) float32 detection confidence in [0, 1].
+    track_ids:  (N,) int64, -1 until a tracker assigns ids.
+    age:        (N,) float32 expected age in years (NaN until estimated).
+    age_low, age_high: (N,) float32 bounds of the 80% age interval.
+    p_female:   (N,) float32 probability that the face is female.
+    age_probs:  (N, K) float32 age distribution over the model's bins, or None.
+    """
+
+    boxes: np.ndarray = field(default_factory=lambda: _empty((0, 4)))
+    keypoints: np.ndarray = field(default_factory=lambda: _empty((0, 6, 2)))
+    scores: np.ndarray = field(default_factory=lambda: _empty((0,)))
+    track_ids: np.ndarray | None = None
+    age: np.ndarray | None = None
+    age_low: np.ndarray | None = None
+    age_high: np.ndarray | None = None
+    p_female: np.ndarray | None = None
+    age_probs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        if self.track_ids is None:
+            self.track_ids = np.full(n, -1, dtype=np.int64)
+        for name in ("age", "age_low", "age_high", "p_female"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(n, np.nan, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def subset(self, index: np.ndarray) -> Faces:
+        """Return the faces selected by a boolean mask or integer index array."""
+        return replace(
+            self,
+            boxes=self.boxes[index],
+            keypoints=self.keypoints[index],
+            scores=self.scores[index],
+            track_ids=self.track_ids[index],
+            age=self.age[index],
+            age_low=self.age_low[index],
+            age_high=self.age_high[index],
+            p_female=self.p_female[index],
+            age_probs=None if self.age_probs is None else self.age_probs[index],
+        )
+
+    @property
+    def widths(self) -> np.ndarray:
+        """(N,) box widths in pixels."""
+        return self.boxes[:, 2] - self.boxes[:, 0]

@@ -1,0 +1,41 @@
+"""Batch augmentation on tensors: flips, small affine jitter and photometric changes.
+
+All of it runs on whole (N, 3, S, S) float batches, on the training device, so that no
+data-loader workers are needed on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Randomly flip, rotate (±10°), scale (±8%), shift (±5%) and recolour a float batch.
+
+    x: (N, 3, S, S) float in [0, 255]. Returns a new tensor of the same shape.
+    """
+    n, dev = len(x), x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator).to(dev)
+
+    angle = (rand(n) * 2 - 1) * math.radians(10)
+    scale = 1 + (rand(n) * 2 - 1) * 0.08
+    flip = torch.where(rand(n) < 0.5, -1.0, 1.0).to(dev)
+    shift = (rand(n, 2) * 2 - 1) * 0.1
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, shift[:, 0]], 1), torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    brightness = (rand(n, 1, 1, 1) * 2 - 1) * 25
+    contrast = 1 + (rand(n, 1, 1, 1) * 2 - 1) * 0.25
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast + mean + brightness
+    gray = rand(n, 1, 1, 1) < 0.1
+    x = torch.where(gray, x.mean(dim=1, keepdim=True).expand_as(x), x)
+    return x.clamp(0, 255)

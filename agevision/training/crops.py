@@ -1,0 +1,170 @@
+"""Aligned crops of labelled face images (UTKFace style), made through the live crop path.
+
+UTKFace pictures are tight 200x200 faces. Each one is padded by half its size on every side
+(border replicated) so that the detector sees a face inside a frame, as in a video; the
+detected face nearest the centre is aligned with `align.align_crops`. Images where no face
+is found get a fallback crop from the median face geometry of the images where one was found,
+and are counted, never dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agevision import align
+from agevision.errors import AgevisionError
+from agevision.faces import Faces
+
+# Face geometry relative to a tight UTKFace image (box x0,y0,x1,y1 and 6 keypoints, as
+# fractions of width/height), used for fallback crops when no image of a set gave a detection.
+# Measured as medians of full-range detections on UTKFace.
+DEFAULT_BOX = np.array([0.16, 0.24, 0.84, 0.92], np.float32)
+DEFAULT_KEYPOINTS = np.array(
+    [[0.36, 0.44], [0.64, 0.44], [0.5, 0.6], [0.5, 0.74], [0.2, 0.48], [0.8, 0.48]], np.float32
+)
+
+
+@dataclass
+class CropSet:
+    """Crops of a list of images.
+
+    crops: (N, S, S, 3) uint8 RGB, one per readable image, in input order.
+    found: (N,) bool, True where the detector found the face (False: fallback crop).
+    readable: (M,) bool over the input paths; unreadable ones have no crop.
+    """
+
+    crops: np.ndarray
+    found: np.ndarray
+    readable: np.ndarray
+
+
+def pad_for_detection(image_bgr: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Pad a tight face image by half its size per side. Returns (padded, pad_x, pad_y)."""
+    h, w = image_bgr.shape[:2]
+    px, py = w // 2, h // 2
+    return cv2.copyMakeBorder(image_bgr, py, py, px, px, cv2.BORDER_REPLICATE), px, py
+
+
+def _central_face(faces: Faces, width: int, height: int) -> Faces:
+    centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
+    dist = np.linalg.norm(centres - [width / 2, height / 2], axis=1)
+    return faces.subset(np.array([int(np.argmin(dist))]))
+
+
+def _relative_geometry(faces: Faces, px: int, py: int, w: int, h: int) -> np.ndarray:
+    """Box and keypoints of one face relative to the unpadded image, flattened to 16 numbers."""
+    scale = np.array([w, h], np.float32)
+    offset = np.array([px, py], np.float32)
+    box = (faces.boxes[0].reshape(2, 2) - offset) / scale
+    kps = (faces.keypoints[0] - offset) / scale
+    return np.concatenate([box.ravel(), kps.ravel()])
+
+
+def _worker_detect(args: tuple[list[str], str]) -> list[np.ndarray | None | str]:
+    """Detect the central face of each image: relative geometry, None (no face) or 'unreadable'."""
+    from agevision.detect import FaceDetector
+
+    paths, kind = args
+    out: list[np.ndarray | None | str] = []
+    with FaceDetector(kind, min_score=0.4) as detector:
+        for p in paths:
+            image = cv2.imread(p, cv2.IMREAD_COLOR)
+            if image is None:
+                out.append("unreadable")
+                continue
+            padded, px, py = pad_for_detection(image)
+            faces = detector.detect(padded)
+            if len(faces) == 0:
+                out.append(None)
+                continue
+            face = _central_face(faces, padded.shape[1], padded.shape[0])
+            out.append(_relative_geometry(face, px, py, image.shape[1], image.shape[0]))
+    return out
+
+
+def _geometry_to_faces(geom: np.ndarray, w: int, h: int) -> Faces:
+    scale = np.array([w, h], np.float32)
+    box = (geom[:4].reshape(2, 2) * scale).reshape(1, 4)
+    kps = (geom[4:].reshape(6, 2) * scale).reshape(1, 6, 2)
+    return Faces(boxes=box.astype(np.float32), keypoints=kps.astype(np.float32), scores=np.ones(1, np.float32))
+
+
+def detect_geometry(paths: list[Path], kind: str = "full", workers: int = 2, progress=None) -> list:
+    """Per image: relative face geometry (16 floats), None if no face, or 'unreadable'."""
+    chunks = [[str(p) for p in paths[i : i + 64]] for i in range(0, len(paths), 64)]
+    results: list = []
+    if workers <= 1 or len(chunks) == 1:
+        for chunk in chunks:
+            results.extend(_worker_detect((chunk, kind)))
+            if progress:
+                progress(len(chunk))
+        return results
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for part in pool.imap(_worker_detect, [(c, kind) for c in chunks]):
+            results.extend(part)
+            if progress:
+                progress(len(part))
+    return results
+
+
+def make_crops(paths: list[Path], size: int, kind: str = "full", workers: int = 2, progress=None) -> CropSet:
+    """Aligned crops for each image in `paths` through detection and `align.align_crops`.
+
+    Unreadable images are skipped with a warning (AgevisionError if none is readable).
+    Images without a detected face get a fallback crop from the median geometry.
+    """
+    geoms = detect_geometry(paths, kind, workers, progress)
+    readable = np.array([not isinstance(g, str) for g in geoms])
+    if not readable.any():
+        raise AgevisionError(f"none of the {len(paths)} images could be read")
+    if not readable.all():
+        bad = [str(p) for p, ok in zip(paths, readable, strict=True) if not ok]
+        warnings.warn(f"{len(bad)} unreadable image(s) skipped, e.g. {bad[0]}", stacklevel=2)
+    found_geoms = [g for g in geoms if isinstance(g, np.ndarray)]
+    fallback = (
+        np.median(np.stack(found_geoms), axis=0)
+        if found_geoms
+        else np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
+    )
+    crops, found = [], []
+    for p, g in zip(paths, geoms, strict=True):
+        if isinstance(g, str):
+            continue
+        image = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        h, w = image.shape[:2]
+        faces = _geometry_to_faces(g if g is not None else fallback, w, h)
+        crops.append(align.align_crops(image, faces, size)[0])
+        found.append(g is not None)
+    return CropSet(np.stack(crops), np.array(found), readable)
+
+
+def cache_key(paths: list[Path], size: int, kind: str) -> str:
+    """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment."""
+    h = hashlib.sha1()
+    h.update(f"{size}|{kind}|{align.BOX_FRACTION}|{align.CENTER}|v2".encode())
+    for p in paths:
+        st = p.stat() if p.exists() else None
+        h.update(f"{p.resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_crops(paths: list[Path], size: int, cache_dir: Path, kind: str = "full", progress=None) -> CropSet:
+    """`make_crops`, stored under `cache_dir` and reused when the same images are asked again."""
+    cache_dir = Path(cache_dir)
+    file = cache_dir / f"crops-{cache_key(paths, size, kind)}.npz"
+    if file.is_file():
+        with np.load(file) as data:
+            return CropSet(data["crops"], data["found"], data["readable"])
+    result = make_crops(paths, size, kind, progress=progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp.npz")
+    np.savez(tmp, crops=result.crops, found=result.found, readable=result.readable)
+    tmp.replace(file)
+    return result

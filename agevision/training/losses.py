@@ -1,0 +1,31 @@
+"""Training losses: age as a label distribution, gender as a probability."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def age_targets(ages: torch.Tensor, bins: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """Gaussian label distributions (N, K) centred on each true age (clipped to the bins).
+
+    The spread grows with age (sigma + 3% of the age), as ageing signs blur with years.
+    """
+    ages = ages.float().clamp(bins[0], bins[-1]).unsqueeze(1)
+    spread = sigma + 0.03 * ages
+    t = torch.exp(-0.5 * ((bins.unsqueeze(0) - ages) / spread) ** 2)
+    return t / t.sum(dim=1, keepdim=True)
+
+
+def loss_terms(
+    age_logits: torch.Tensor, gender_logit: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor,
+    bins: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Loss parts: "age_kl" (label distribution), "age_l1" (expected age), "gender" (BCE), "total"."""
+    log_p = F.log_softmax(age_logits, dim=1)
+    age_kl = F.kl_div(log_p, age_targets(ages, bins), reduction="batchmean")
+    expected = (log_p.exp() * bins).sum(dim=1)
+    age_l1 = (expected - ages.float().clamp(bins[0], bins[-1])).abs().mean()
+    gender = F.binary_cross_entropy_with_logits(gender_logit, genders.float())
+    total = age_kl + 0.05 * age_l1 + gender
+    return {"total": total, "age_kl": age_kl, "age_l1": age_l1, "gender": gender}

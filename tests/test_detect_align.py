@@ -1,0 +1,87 @@
+import cv2
+import numpy as np
+import pytest
+
+from agevision.align import align_crops, crop_transforms
+from agevision.detect import FaceDetector
+from agevision.errors import AgevisionError
+from agevision.faces import LEFT_EYE, RIGHT_EYE
+from agevision.training.crops import make_crops, pad_for_detection
+from tests.conftest import pick
+
+SIZE = 96
+
+
+def _eyes_in_crop(faces, size):
+    mat = crop_transforms(faces, size)[0]
+    eyes = faces.keypoints[0, [RIGHT_EYE, LEFT_EYE]]
+    return eyes @ mat[:, :2].T + mat[:, 2]
+
+
+@pytest.fixture(scope="module")
+def face_image(utkface):
+    image = cv2.imread(str(pick(utkface, "30_1_0_")[0]))
+    padded, _, _ = pad_for_detection(image)
+    return padded
+
+
+@pytest.mark.parametrize("kind", ["short", "full"])
+def test_detector_finds_the_padded_utkface_face(face_image, kind):
+    with FaceDetector(kind) as det:
+        faces = det.detect(face_image)
+    assert len(faces) == 1
+    h, w = face_image.shape[:2]
+    x0, y0, x1, y1 = faces.boxes[0]
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert abs((x0 + x1) / 2 - w / 2) < 0.1 * w and abs((y0 + y1) / 2 - h / 2) < 0.1 * h  # the face is centred
+    assert 0.3 * w < x1 - x0 < 0.7 * w  # and about as large as the unpadded image
+    assert faces.keypoints[0, RIGHT_EYE, 0] < faces.keypoints[0, LEFT_EYE, 0]  # subject's right eye is image-left
+
+
+def test_detector_rejects_use_after_close(face_image):
+    det = FaceDetector("short")
+    det.close()
+    det.close()
+    with pytest.raises(AgevisionError):
+        det.detect(face_image)
+
+
+def test_alignment_levels_the_eyes_of_a_rotated_face(face_image):
+    h, w = face_image.shape[:2]
+    rot = cv2.warpAffine(face_image, cv2.getRotationMatrix2D((w / 2, h / 2), 25, 1.0), (w, h),
+                         borderMode=cv2.BORDER_REPLICATE)
+    with FaceDetector("full") as det:
+        upright, tilted = det.detect(face_image), det.detect(rot)
+    assert len(tilted) == 1
+    for faces in (upright, tilted):
+        (rx, ry), (lx, ly) = _eyes_in_crop(faces, SIZE)
+        assert abs(ry - ly) < 0.03 * SIZE  # eyes level
+        assert abs((rx + lx) / 2 - SIZE / 2) < 0.06 * SIZE  # centred
+        assert 0.2 * SIZE < lx - rx < 0.4 * SIZE  # fixed scale
+    a = align_crops(face_image, upright, SIZE)[0].astype(float)
+    b = align_crops(rot, tilted, SIZE)[0].astype(float)
+    assert np.abs(a - b).mean() < 20  # the same face, whichever way the frame was turned
+
+
+def test_crop_of_face_cut_by_frame_edge_is_full_size(face_image):
+    with FaceDetector("full") as det:
+        faces = det.detect(face_image)
+    x_mid = int((faces.boxes[0, 0] + faces.boxes[0, 2]) / 2)
+    shifted = faces.subset(np.array([0]))
+    shifted.boxes = shifted.boxes - [x_mid, 0, x_mid, 0]
+    shifted.keypoints = shifted.keypoints - [x_mid, 0]
+    crops = align_crops(face_image[:, x_mid:], shifted, SIZE)
+    assert crops.shape == (1, SIZE, SIZE, 3) and crops.dtype == np.uint8
+
+
+def test_make_crops_counts_fallbacks_and_unreadable(tmp_path, utkface):
+    good = pick(utkface, "45_0_0_", 2)
+    blank = tmp_path / "40_0_0_blank.jpg"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 127, np.uint8))
+    broken = tmp_path / "41_0_0_broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="1 unreadable"):
+        result = make_crops([*good, blank, broken], SIZE, workers=1)
+    assert result.crops.shape == (3, SIZE, SIZE, 3)
+    assert result.found.tolist() == [True, True, False]
+    assert result.readable.tolist() == [True, True, True, False]
