@@ -30,6 +30,8 @@ class Faces:
     age:        (N,) float32 expected age in years (NaN until estimated).
     age_low, age_high: (N,) float32 bounds of the 80% age interval.
     p_female:   (N,) float32 probability that the face is female.
+    female:     (N,) bool, the gender label shown (P(female) >= 0.5 unless a smoother holds
+                a track's label steady).
     age_probs:  (N, K) float32 age distribution over the model's bins, or None.
     """
 
@@ -41,6 +43,7 @@ class Faces:
     age_low: np.ndarray | None = None
     age_high: np.ndarray | None = None
     p_female: np.ndarray | None = None
+    female: np.ndarray | None = None
     age_probs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -50,6 +53,8 @@ class Faces:
         for name in ("age", "age_low", "age_high", "p_female"):
             if getattr(self, name) is None:
                 setattr(self, name, np.full(n, np.nan, dtype=np.float32))
+        if self.female is None:
+            self.female = self.p_female >= 0.5
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -66,6 +71,7 @@ class Faces:
             age_low=self.age_low[index],
             age_high=self.age_high[index],
             p_female=self.p_female[index],
+            female=self.female[index],
             age_probs=None if self.age_probs is None else self.age_probs[index],
         )
 

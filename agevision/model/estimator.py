@@ -68,6 +68,22 @@ def summarize_distribution(age_probs: np.ndarray, age_bins: np.ndarray) -> tuple
     return expected, np.maximum(quantile(tail), 0), quantile(1 - tail)
 
 
+def _optimise_for_cpu(model: torch.nn.Module, size: int) -> torch.nn.Module:
+    """A frozen TorchScript trace of `model` (oneDNN-friendly, about 2x faster on the CPU);
+    `model` itself if tracing fails."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            example = torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+            traced = torch.jit.optimize_for_inference(torch.jit.trace(model, example))
+            traced(torch.zeros(2, 3, size, size))  # other batch sizes run too
+            return traced
+    except Exception:  # noqa: BLE001 - eager mode is always a correct fallback
+        return model
+
+
 def decode(
     age_logits: np.ndarray, gender_logit: np.ndarray, age_temperature: float = 1.0,
     gender_temperature: float = 1.0, age_bins: np.ndarray | None = None,
@@ -105,9 +121,10 @@ class Estimator:
         self.gender_temperature = float(card.get("gender_temperature", 1.0))
         self._mean = torch.tensor(card["mean"], dtype=torch.float32).view(1, 3, 1, 1) * 255
         self._std = torch.tensor(card["std"], dtype=torch.float32).view(1, 3, 1, 1) * 255
+        model = model.to(self.device).to(memory_format=torch.channels_last)
         if self.device.type == "cpu":
-            model = fuse_batchnorm(model)
-        self.model = model.to(self.device).to(memory_format=torch.channels_last)
+            model = _optimise_for_cpu(fuse_batchnorm(model), self.input_size)
+        self.model = model
         self._mean, self._std = self._mean.to(self.device), self._std.to(self.device)
 
     def _to_tensor(self, crops_rgb: np.ndarray) -> torch.Tensor:
@@ -147,4 +164,5 @@ class Estimator:
         pred = self.predict(align.align_crops(frame_bgr, faces, self.input_size))
         faces.age, faces.age_low, faces.age_high = pred.age, pred.age_low, pred.age_high
         faces.p_female, faces.age_probs = pred.p_female, pred.age_probs
+        faces.female = pred.p_female >= 0.5
         return faces

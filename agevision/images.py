@@ -1,0 +1,102 @@
+"""`agevision image`: still images (or ready-cropped faces) to labels, annotated copies and records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agevision.errors import AgevisionError
+from agevision.faces import Faces
+
+
+def read_bgr(path: Path) -> np.ndarray:
+    """Read an image as BGR uint8 (H, W, 3), converting grayscale and 4-channel images.
+
+    Raises AgevisionError if the file is missing or not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AgevisionError(f"no such image: {path}")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise AgevisionError(f"{path} is not a readable image")
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image[:, :, :3]
+
+
+def crop_face(image_bgr: np.ndarray) -> Faces:
+    """The face geometry of an image that is already a tight face crop (UTKFace framing)."""
+    from agevision.training.crops import DEFAULT_BOX, DEFAULT_KEYPOINTS, _geometry_to_faces
+
+    h, w = image_bgr.shape[:2]
+    return _geometry_to_faces(np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()]), w, h)
+
+
+def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | None, crops: bool, detector: str,
+                    min_face: int, weights: Path | None, device: str | None, console) -> int:
+    """Estimate every face of every image; print a line per face; write copies/records.
+
+    Returns the number of faces. Raises AgevisionError when no image could be read or no
+    face was found at all; single bad files are reported and skipped.
+    """
+    from agevision.detect import FaceDetector
+    from agevision.model.estimator import Estimator
+    from agevision.render import Renderer, face_label
+    from agevision.sinks import JsonlWriter, face_records
+
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise AgevisionError(f"--out {out_dir} is a file, not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    estimator = Estimator(weights, device)
+    jw = JsonlWriter(json_path) if json_path else None
+    renderer = Renderer(show_hud=False)
+    total = readable = 0
+    detector_cm = FaceDetector(detector) if not crops else None
+    try:
+        for path in paths:
+            try:
+                image = read_bgr(path)
+            except AgevisionError as err:
+                console.print(f"[red]skipped:[/] {err}")
+                continue
+            readable += 1
+            faces = crop_face(image) if crops else detector_cm.detect(image)
+            big = faces.widths >= (0 if crops else min_face)
+            if big.any():
+                est = estimator.estimate(image, faces.subset(big))
+                for name in ("age", "age_low", "age_high", "p_female", "female"):
+                    getattr(faces, name)[big] = getattr(est, name)
+            faces.track_ids = np.arange(len(faces))
+            if len(faces) == 0:
+                console.print(f"{path}: no face found")
+            for i in range(len(faces)):
+                p = "" if np.isnan(faces.p_female[i]) else f"  P(female) {faces.p_female[i]:.2f}"
+                console.print(f"{path}: face {i + 1}: {face_label(faces, i)}{p}")
+            total += len(faces)
+            if jw is not None:
+                jw.write(face_records(faces, 0, 0.0, source=str(path)))
+            if out_dir is not None and len(faces):
+                target = out_dir / (path.stem + ".png")
+                if not cv2.imwrite(str(target), renderer.draw(image.copy(), faces)):
+                    raise AgevisionError(f"cannot write {target}")
+        if jw is not None:
+            jw.close()
+            jw = None
+    finally:
+        if jw is not None:
+            jw.discard()
+        if detector_cm is not None:
+            detector_cm.close()
+    if readable == 0:
+        raise AgevisionError("none of the images could be read")
+    if total == 0:
+        raise AgevisionError("no face found in any image")
+    return total

@@ -1,0 +1,204 @@
+"""The frame loop: source -> detect -> track -> estimate -> smooth -> render -> sinks.
+
+`FrameProcessor` runs the stages on one frame. `run_video` drives a file through it to an
+annotated video and/or JSONL records with a progress bar; `run_live` shows a window (webcam
+or a file played live) with hotkeys.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from agevision.detect import FaceDetector
+from agevision.errors import AgevisionError
+from agevision.faces import Faces
+from agevision.model.estimator import Estimator
+from agevision.render import Renderer
+from agevision.track import Smoother, Tracker
+
+
+@dataclass
+class StageTimes:
+    """Accumulated seconds per stage, for `agevision bench`."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("detect", "track", "crop+model", "smooth", "render"), 0.0))
+    frames: int = 0
+
+    def ms_per_frame(self) -> dict[str, float]:
+        return {k: 1000 * v / max(self.frames, 1) for k, v in self.seconds.items()}
+
+
+class FrameProcessor:
+    """All per-frame stages. Use as a context manager (it owns the face detector).
+
+    detector: "short" or "full". min_face: faces narrower than this many pixels get a box
+    but no age or gender. smooth: False shows the raw per-frame estimates.
+    """
+
+    def __init__(self, estimator: Estimator, detector: str = "full", min_face: int = 24, smooth: bool = True,
+                 renderer: Renderer | None = None) -> None:
+        self.estimator = estimator
+        self.detector = FaceDetector(detector)
+        self.min_face = min_face
+        self.tracker = Tracker()
+        self.smoother = Smoother(estimator.age_bins) if smooth else None
+        self.renderer = renderer or Renderer()
+        self.times = StageTimes()
+
+    def process(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces]:
+        """Detect, track, estimate and smooth the faces of one BGR frame.
+
+        Returns (smoothed faces, raw per-frame estimates of the same faces).
+        """
+        t = self.times.seconds
+        t0 = time.perf_counter()
+        faces = self.detector.detect(frame_bgr)
+        t1 = time.perf_counter()
+        self.tracker.update(faces)
+        t2 = time.perf_counter()
+        big = faces.widths >= self.min_face
+        if big.any():
+            est = self.estimator.estimate(frame_bgr, faces.subset(big))
+            for name in ("age", "age_low", "age_high", "p_female", "female"):
+                getattr(faces, name)[big] = getattr(est, name)
+            probs = np.zeros((len(faces), est.age_probs.shape[1]), np.float32)
+            probs[big] = est.age_probs
+            faces.age_probs = probs
+        t3 = time.perf_counter()
+        raw = replace(faces, age=faces.age.copy(), p_female=faces.p_female.copy(), female=faces.female.copy())
+        if self.smoother is not None:
+            self.smoother.update(faces, self.tracker.ended)
+        t4 = time.perf_counter()
+        t["detect"] += t1 - t0
+        t["track"] += t2 - t1
+        t["crop+model"] += t3 - t2
+        t["smooth"] += t4 - t3
+        self.times.frames += 1
+        return faces, raw
+
+    def draw(self, frame_bgr: np.ndarray, faces: Faces, **hud) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = self.renderer.draw(frame_bgr, faces, **hud)
+        self.times.seconds["render"] += time.perf_counter() - t0
+        return out
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def __enter__(self) -> FrameProcessor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FpsMeter:
+    """Frames per second over the last `window` frames."""
+
+    def __init__(self, window: int = 30) -> None:
+        self._stamps: deque[float] = deque(maxlen=window)
+
+    def tick(self) -> float | None:
+        self._stamps.append(time.perf_counter())
+        if len(self._stamps) < 2:
+            return None
+        return (len(self._stamps) - 1) / max(self._stamps[-1] - self._stamps[0], 1e-9)
+
+
+@dataclass
+class VideoResult:
+    frames: int
+    faces: int
+    seconds: float
+    interrupted: bool
+    times: StageTimes
+
+
+def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: float, total: int | None,
+              video_writer=None, jsonl_writer=None, show: Callable[[np.ndarray], bool] | None = None,
+              progress=None) -> VideoResult:
+    """Run every frame through `processor`, drawing and writing to the given sinks.
+
+    show: called with each annotated frame; returning False stops the run early.
+    progress: called with (frames done, current FPS). A KeyboardInterrupt stops the run;
+    sinks are closed by the caller. Returns a VideoResult.
+    """
+    meter = FpsMeter()
+    start = time.perf_counter()
+    n = n_faces = 0
+    interrupted = False
+    try:
+        for frame in frames:
+            faces, raw = processor.process(frame)
+            current = meter.tick()
+            if jsonl_writer is not None:
+                from agevision.sinks import face_records
+
+                jsonl_writer.write(face_records(faces, n, n / fps, raw))
+            if video_writer is not None or show is not None:
+                annotated = processor.draw(frame, faces, fps=current)
+                if video_writer is not None:
+                    video_writer.write(annotated)
+                if show is not None and show(annotated) is False:
+                    interrupted = True
+                    n += 1
+                    break
+            n += 1
+            n_faces += len(faces)
+            if progress is not None:
+                progress(n, current)
+    except KeyboardInterrupt:
+        interrupted = True
+    return VideoResult(n, n_faces, time.perf_counter() - start, interrupted, processor.times)
+
+
+KEYS = {ord("q"): "quit", 27: "quit", ord("o"): "overlays", ord("h"): "hud", ord("s"): "snapshot",
+        ord(" "): "pause"}
+
+
+def run_live(processor: FrameProcessor, frames: Iterable[np.ndarray], show: Callable[[np.ndarray], None],
+             read_key: Callable[[], int], snapshot_dir: Path = Path("."), help_seconds: float = 5.0) -> dict:
+    """The interactive loop: annotated frames to `show`, keys from `read_key` (-1 = none).
+
+    Keys: o overlays, h HUD, s snapshot PNG (into snapshot_dir), space pause, q/Esc quit.
+    Returns counts: frames, snapshots (list of paths), quit (bool).
+    """
+    import cv2
+
+    meter = FpsMeter()
+    start = time.perf_counter()
+    shown, snapshots, paused, last = 0, [], False, None
+    it = iter(frames)
+    while True:
+        if not paused or last is None:
+            frame = next(it, None)
+            if frame is None:
+                return {"frames": shown, "snapshots": snapshots, "quit": False}
+            faces, _ = processor.process(frame)
+            last = (frame, faces)
+        frame, faces = last
+        canvas = processor.draw(frame.copy(), faces, fps=meter.tick() if not paused else None,
+                                help_text=time.perf_counter() - start < help_seconds, paused=paused)
+        show(canvas)
+        shown += 1
+        action = KEYS.get(read_key() & 0xFF if read_key is not None else -1)
+        if action == "quit":
+            return {"frames": shown, "snapshots": snapshots, "quit": True}
+        if action == "overlays":
+            processor.renderer.show_faces = not processor.renderer.show_faces
+        elif action == "hud":
+            processor.renderer.show_hud = not processor.renderer.show_hud
+        elif action == "pause":
+            paused = not paused
+        elif action == "snapshot":
+            path = Path(snapshot_dir) / time.strftime(f"agevision-%Y%m%d-%H%M%S-{len(snapshots)}.png")
+            if not cv2.imwrite(str(path), canvas):
+                raise AgevisionError(f"cannot write snapshot {path}")
+            snapshots.append(path)

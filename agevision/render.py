@@ -1,0 +1,62 @@
+"""Overlays: face boxes with age/gender labels, and the HUD. The only module that draws."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from agevision.faces import Faces
+
+FEMALE_COLOR = (180, 105, 255)  # BGR
+MALE_COLOR = (255, 170, 60)
+UNKNOWN_COLOR = (200, 200, 200)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+HELP_LINES = ("o: overlays   h: HUD   s: snapshot", "space: pause   q/Esc: quit")
+
+
+def face_label(faces: Faces, i: int) -> str:
+    """'F 31 ±4' (gender, expected age, half-width of the 80% interval) or 'too small'."""
+    if np.isnan(faces.age[i]):
+        return "too small"
+    half = max((faces.age_high[i] - faces.age_low[i]) / 2, 0.5)
+    return f"{'F' if faces.female[i] else 'M'} {faces.age[i]:.0f} \u00b1{half:.0f}"
+
+
+def _text(frame: np.ndarray, text: str, org: tuple[int, int], scale: float, color, bg=(0, 0, 0)) -> None:
+    thick = max(1, int(round(scale * 2)))
+    (w, h), base = cv2.getTextSize(text, FONT, scale, thick)
+    x, y = org
+    y = max(y, h + base + 2)
+    cv2.rectangle(frame, (x, y - h - base - 2), (x + w + 4, y + 2), bg, -1)
+    cv2.putText(frame, text, (x + 2, y - base + 1), FONT, scale, color, thick, cv2.LINE_AA)
+
+
+class Renderer:
+    """Draws onto BGR frames in place. show_faces / show_hud switch the two layers."""
+
+    def __init__(self, show_faces: bool = True, show_hud: bool = True) -> None:
+        self.show_faces, self.show_hud = show_faces, show_hud
+
+    def draw(self, frame_bgr: np.ndarray, faces: Faces, fps: float | None = None, help_text: bool = False,
+             paused: bool = False) -> np.ndarray:
+        """Draw boxes and labels of `faces`, then the HUD (FPS, face count, keys). Returns the frame."""
+        h, w = frame_bgr.shape[:2]
+        scale = max(0.45, min(w, h) / 900)
+        if self.show_faces:
+            for i in range(len(faces)):
+                x0, y0, x1, y1 = (int(round(v)) for v in faces.boxes[i])
+                known = not np.isnan(faces.age[i])
+                color = (FEMALE_COLOR if faces.female[i] else MALE_COLOR) if known else UNKNOWN_COLOR
+                cv2.rectangle(frame_bgr, (x0, y0), (x1, y1), color, max(1, int(scale * 2.5)), cv2.LINE_AA)
+                _text(frame_bgr, face_label(faces, i), (max(x0, 0), max(y0 - 4, 0)), scale * 0.9, (255, 255, 255),
+                      bg=tuple(int(c * 0.55) for c in color))
+        if self.show_hud:
+            parts = [f"{fps:.1f} FPS" if fps else "-- FPS", f"{len(faces)} face{'s' if len(faces) != 1 else ''}"]
+            if paused:
+                parts.append("PAUSED")
+            _text(frame_bgr, "  ".join(parts), (8, int(30 * scale) + 8), scale, (255, 255, 255))
+            if help_text:
+                for k, line in enumerate(HELP_LINES):
+                    _text(frame_bgr, line, (8, h - 10 - int((len(HELP_LINES) - 1 - k) * 34 * scale)), scale * 0.8,
+                          (255, 255, 255))
+        return frame_bgr

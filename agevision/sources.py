@@ -1,0 +1,174 @@
+"""Frame sources: video files (PyAV, threaded read-ahead) and cameras (OpenCV, latest frame only).
+
+Both yield BGR uint8 frames (H, W, 3). A `VideoSource` never drops a frame; a
+`CameraSource` always hands out the newest frame and drops older ones, so a slow consumer
+never falls behind the camera.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from agevision.errors import AgevisionError
+
+_END = object()
+
+
+class VideoSource:
+    """Decode a video file on a background thread into a bounded queue.
+
+    path: a video file. Raises AgevisionError if it is missing, unreadable, not a video or
+    has no video stream. Attributes: width, height, fps (Fraction), frame_count (estimate,
+    0 if unknown), has_audio.
+    """
+
+    def __init__(self, path: Path, queue_size: int = 8) -> None:
+        import av
+
+        path = Path(path)
+        if not path.is_file():
+            raise AgevisionError(f"no such video file: {path}")
+        try:
+            self._container = av.open(str(path))
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
+            raise AgevisionError(f"{path} is not a readable video file ({type(err).__name__})") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise AgevisionError(f"{path} has no video stream")
+        self.path = path
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        cc = self._stream.codec_context
+        self.width, self.height = cc.width, cc.height
+        if not self.width or not self.height:
+            self._container.close()
+            raise AgevisionError(f"{path} has a video stream with no picture size")
+        rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(25)
+        self.fps = Fraction(rate)
+        self.frame_count = int(self._stream.frames or 0)
+        if not self.frame_count and self._stream.duration and self._stream.time_base:
+            self.frame_count = int(round(float(self._stream.duration * self._stream.time_base * self.fps)))
+        self.has_audio = bool(self._container.streams.audio)
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import av
+
+        try:
+            for frame in self._container.decode(self._stream):
+                if self._stop.is_set():
+                    break
+                self._put(frame.to_ndarray(format="bgr24"))
+        except av.error.FFmpegError as err:
+            self._error = f"{self.path}: decoding failed ({err})"
+        finally:
+            self._put(_END)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self):
+        """Yield frames in order; raises AgevisionError if the file breaks before it ends."""
+        count = 0
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                break
+            count += 1
+            yield item
+        if self._error and count == 0:
+            raise AgevisionError(self._error)
+
+    def close(self) -> None:
+        """Stop decoding and close the file; safe to call twice."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._container.close()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CameraSource:
+    """Grab camera frames on a background thread, keeping only the newest.
+
+    camera: device index. width, height: requested capture size (the camera may differ).
+    Raises AgevisionError when the camera cannot be opened or gives no frame.
+    """
+
+    def __init__(self, camera: int = 0, width: int | None = None, height: int | None = None) -> None:
+        import cv2
+
+        self._cap = cv2.VideoCapture(camera)
+        if not self._cap.isOpened():
+            raise AgevisionError(f"no camera at index {camera} (is one connected, and free?)")
+        if width:
+            self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            self._cap.release()
+            raise AgevisionError(f"camera {camera} opened but gives no frames")
+        self.height, self.width = frame.shape[:2]
+        self.fps = Fraction(round(self._cap.get(cv2.CAP_PROP_FPS) or 30))
+        self._latest: np.ndarray | None = frame
+        self._lock = threading.Condition()
+        self._stop = threading.Event()
+        self._failed = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ok, frame = self._cap.read()
+            with self._lock:
+                if not ok or frame is None:
+                    self._failed = True
+                    self._lock.notify_all()
+                    return
+                if self._latest is not None:
+                    self.dropped += 1
+                self._latest = frame
+                self._lock.notify_all()
+
+    def __iter__(self):
+        """Yield the newest frame each time; raises AgevisionError if the camera stops."""
+        while True:
+            with self._lock:
+                while self._latest is None and not self._failed:
+                    self._lock.wait(timeout=1.0)
+                if self._latest is None:
+                    raise AgevisionError("the camera stopped sending frames")
+                frame, self._latest = self._latest, None
+            yield frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._cap.release()
+
+    def __enter__(self) -> CameraSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

@@ -1,0 +1,136 @@
+"""Face tracking across frames and per-track temporal smoothing of the estimates.
+
+`Tracker.update(faces)` gives each face a track id: faces are matched to live tracks by
+box overlap (IoU), best pairs first; unmatched faces start new tracks; a track survives
+`max_missed` frames without a face. `Smoother.update(faces)` replaces each face's age and
+gender by a confidence-weighted running mean, in probability space, of its track's
+estimates, forgetting old frames at rate `decay`. A new track starts from nothing, so a new
+person never inherits the previous person's label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agevision.faces import Faces
+from agevision.model.estimator import summarize_distribution
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of x0,y0,x1,y1 boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
+
+
+@dataclass
+class _Track:
+    box: np.ndarray
+    last_frame: int
+
+
+class Tracker:
+    """IoU tracker. min_iou: least overlap to continue a track; max_missed: frames a
+    track may go unseen before it ends."""
+
+    def __init__(self, min_iou: float = 0.3, max_missed: int = 15) -> None:
+        self.min_iou, self.max_missed = min_iou, max_missed
+        self._tracks: dict[int, _Track] = {}
+        self._next_id = 0
+        self._frame = -1
+        self.ended: list[int] = []  # ids of tracks that ended during the last update
+
+    def update(self, faces: Faces) -> Faces:
+        """Set faces.track_ids (in place) for the next frame; returns faces."""
+        self._frame += 1
+        ids = list(self._tracks)
+        boxes = np.array([self._tracks[i].box for i in ids], np.float32).reshape(-1, 4)
+        overlap = iou(faces.boxes, boxes)
+        assigned = np.full(len(faces), -1, np.int64)
+        used: set[int] = set()
+        for flat in np.argsort(-overlap, axis=None):
+            f, t = np.unravel_index(flat, overlap.shape)
+            if overlap[f, t] < self.min_iou:
+                break
+            if assigned[f] < 0 and t not in used:
+                assigned[f] = ids[t]
+                used.add(t)
+        for f in range(len(faces)):
+            if assigned[f] < 0:
+                assigned[f] = self._next_id
+                self._next_id += 1
+            self._tracks[int(assigned[f])] = _Track(faces.boxes[f].copy(), self._frame)
+        self.ended = [i for i, t in self._tracks.items() if self._frame - t.last_frame > self.max_missed]
+        for i in self.ended:
+            del self._tracks[i]
+        faces.track_ids = assigned
+        return faces
+
+
+@dataclass
+class _State:
+    age_sum: np.ndarray
+    female_sum: float = 0.0
+    weight: float = 0.0
+    female_label: bool | None = None
+    frames: int = 0
+
+
+class Smoother:
+    """Per-track confidence-weighted running mean of age distribution and P(female).
+
+    decay: weight kept by older frames each frame (0.93 ≈ the last 0.5 s at 30 fps).
+    hysteresis: the shown gender changes only when the smoothed P(female) passes 0.5 by
+    this margin, so a face near 0.5 does not flip label frame to frame.
+    """
+
+    def __init__(self, age_bins: np.ndarray, decay: float = 0.93, hysteresis: float = 0.15) -> None:
+        self.age_bins = np.asarray(age_bins, np.float64)
+        self.decay, self.hysteresis = decay, hysteresis
+        self._states: dict[int, _State] = {}
+
+    def update(self, faces: Faces, ended: list[int] = ()) -> Faces:
+        """Smooth the estimated fields of `faces` (in place) by track id; forget `ended` tracks.
+
+        Faces without an estimate (age NaN, e.g. too small) leave their track unchanged.
+        Confidence weight: detection score times (1 - normalised entropy of the age distribution).
+        """
+        for i in ended:
+            self._states.pop(i, None)
+        if faces.age_probs is None or len(faces) == 0:
+            return faces
+        probs = faces.age_probs.astype(np.float64)
+        out_probs = probs.copy()
+        for row, tid in enumerate(faces.track_ids):
+            if np.isnan(faces.age[row]):
+                continue
+            st = self._states.setdefault(int(tid), _State(np.zeros(len(self.age_bins))))
+            p = probs[row]
+            entropy = -(p * np.log(p + 1e-12)).sum() / np.log(len(p))
+            w = float(faces.scores[row]) * max(1.0 - entropy, 0.05)
+            st.age_sum = self.decay * st.age_sum + w * p
+            st.female_sum = self.decay * st.female_sum + w * float(faces.p_female[row])
+            st.weight = self.decay * st.weight + w
+            st.frames += 1
+            out_probs[row] = st.age_sum / st.weight
+            p_f = st.female_sum / st.weight
+            if st.female_label is None or abs(p_f - 0.5) > self.hysteresis:
+                st.female_label = p_f >= 0.5
+            faces.p_female[row] = p_f
+            faces.female[row] = st.female_label
+        faces.age_probs = out_probs.astype(np.float32)
+        age, low, high = summarize_distribution(out_probs, self.age_bins)
+        valid = ~np.isnan(faces.age)
+        faces.age = np.where(valid, age, np.nan).astype(np.float32)
+        faces.age_low = np.where(valid, low, np.nan).astype(np.float32)
+        faces.age_high = np.where(valid, high, np.nan).astype(np.float32)
+        return faces

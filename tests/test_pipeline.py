@@ -1,0 +1,154 @@
+"""The live pipeline's stages on real clips, the video/image commands end to end, bad input."""
+
+import json
+
+import av
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from agevision.cli import app
+from agevision.faces import Faces
+from agevision.model.estimator import Estimator
+from agevision.pipeline import FrameProcessor, run_live
+from agevision.render import Renderer
+from agevision.sources import VideoSource
+from agevision.track import Smoother, Tracker
+from tests.conftest import VIDEOS
+
+TALKING = VIDEOS / "LivePortrait__driving_d0.mp4"  # 512x512, 78 frames, one face, no audio
+WITH_AUDIO = VIDEOS / "face_recognition__short_hamilton_clip.mp4"  # 640x360, 275 frames, audio
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    return Estimator(device="cpu")
+
+
+def _frames(path, n):
+    with VideoSource(path) as src:
+        out = []
+        for frame in src:
+            out.append(frame)
+            if len(out) == n:
+                break
+    return out
+
+
+def test_detector_tracker_and_estimator_on_a_talking_head(estimator):
+    with FrameProcessor(estimator, detector="short") as proc:
+        ids = set()
+        for frame in _frames(TALKING, 40):
+            faces, raw = proc.process(frame)
+            assert len(faces) == 1
+            ids.add(int(faces.track_ids[0]))
+            assert 0 < faces.age[0] < 100 and 0 <= faces.p_female[0] <= 1
+    assert ids == {0}
+
+
+def _faces(box, age_peak, p_female, score=0.9):
+    probs = np.zeros((1, 101), np.float32)
+    probs[0, age_peak] = 1.0
+    f = Faces(boxes=np.array([box], np.float32), keypoints=np.zeros((1, 6, 2), np.float32),
+              scores=np.array([score], np.float32))
+    f.age, f.age_probs = np.array([age_peak], np.float32), probs * 0.9 + 0.1 / 101
+    f.p_female = np.array([p_female], np.float32)
+    return f
+
+
+def test_smoother_steadies_a_track_and_new_people_start_fresh():
+    tracker, smoother = Tracker(max_missed=2), Smoother(np.arange(101))
+    shown = []
+    for k in range(30):
+        f = tracker.update(_faces([100, 100, 200, 200], 30 + (5 if k % 2 else -5), 0.6 if k % 2 else 0.45))
+        smoother.update(f, tracker.ended)
+        shown.append((f.age[0], bool(f.female[0])))
+    ages = [a for a, _ in shown[10:]]
+    assert np.std(ages) < 2.0  # raw estimates jump by 10 years every frame
+    assert len({g for _, g in shown}) == 1  # no gender flip
+    # a different person somewhere else gets a new id and its own estimate
+    for _ in range(4):
+        tracker.update(Faces())
+        smoother.update(Faces(), tracker.ended)
+    f = tracker.update(_faces([400, 100, 500, 200], 70, 0.95))
+    smoother.update(f, tracker.ended)
+    assert f.track_ids[0] != 0 and abs(f.age[0] - 70) < 3 and f.female[0]
+
+
+def test_renderer_draws_labels_and_hud():
+    frame = np.zeros((360, 640, 3), np.uint8)
+    f = _faces([100, 100, 200, 200], 31, 0.9)
+    f.age_low, f.age_high, f.female = np.array([27.0]), np.array([35.0]), np.array([True])
+    out = Renderer().draw(frame.copy(), f, fps=29.5)
+    assert (out != frame).any(axis=2)[95:205, 95:205].sum() > 300  # the box
+    assert (out != frame).any(axis=2)[:40, :200].sum() > 100  # the HUD
+    assert not (Renderer(show_faces=False, show_hud=False).draw(frame.copy(), f) != frame).any()
+
+
+def test_live_loop_with_injected_keys(estimator, tmp_path):
+    keys = iter([ord("o"), ord("h"), ord(" "), ord(" "), ord("s"), -1, ord("q")])
+    shown = []
+    with FrameProcessor(estimator, detector="short") as proc:
+        result = run_live(proc, VideoSource(TALKING), shown.append, lambda: next(keys), snapshot_dir=tmp_path)
+        assert not proc.renderer.show_faces and not proc.renderer.show_hud
+    assert result["quit"] and result["frames"] == 7
+    assert len(result["snapshots"]) == 1 and cv2.imread(str(result["snapshots"][0])) is not None
+
+
+def test_video_command_end_to_end(tmp_path):
+    out, records = tmp_path / "out.mp4", tmp_path / "faces.jsonl"
+    r = runner.invoke(app, ["video", str(WITH_AUDIO), "--out", str(out), "--json", str(records)])
+    assert r.exit_code == 0, r.output
+    src, dst = av.open(str(WITH_AUDIO)), av.open(str(out))
+    sv, dv = src.streams.video[0], dst.streams.video[0]
+    assert (dv.codec_context.name, dv.width, dv.height) == ("h264", sv.width, sv.height)
+    assert sum(1 for _ in dst.decode(video=0)) == sum(1 for _ in src.decode(video=0))
+    assert float(dv.average_rate) == pytest.approx(float(sv.average_rate), rel=1e-3)
+    assert dst.streams.audio and dst.streams.audio[0].codec_context.name == "aac"
+    lines = [json.loads(x) for x in records.read_text().splitlines()]
+    assert len(lines) > 275  # 1-2 faces in most frames
+    assert {"frame", "time", "track_id", "box", "age", "raw_age", "age_low", "age_high", "p_female"} <= set(lines[0])
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: d / "missing.mp4", "no such video file"),
+    (lambda d: (d / "notes.mp4").write_text("hello") and d / "notes.mp4", "not a readable video"),
+])
+def test_video_bad_input_is_one_clear_line(tmp_path, setup, message):
+    r = runner.invoke(app, ["video", str(setup(tmp_path)), "--out", str(tmp_path / "o.mp4")])
+    assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_video_unwritable_output(tmp_path):
+    r = runner.invoke(app, ["video", str(TALKING), "--out", str(tmp_path / "no" / "such" / "o.mp4")])
+    assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_image_command_bad_and_odd_images(tmp_path):
+    frame = _frames(TALKING, 1)[0]
+    gray, bgra = tmp_path / "gray.png", tmp_path / "bgra.png"
+    cv2.imwrite(str(gray), cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(bgra), cv2.cvtColor(frame, cv2.COLOR_BGR2BGRA))
+    edge = tmp_path / "edge.png"  # the face cut by the frame edge
+    cv2.imwrite(str(edge), frame[:, 200:])
+    r = runner.invoke(app, ["image", str(gray), str(bgra), str(edge), "--out", str(tmp_path / "ann")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("face 1:") == 3
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((300, 300, 3), 90, np.uint8))
+    r = runner.invoke(app, ["image", str(blank)])
+    assert r.exit_code == 1 and "no face found" in r.output
+    r = runner.invoke(app, ["image", str(tmp_path / "nope.jpg")])
+    assert r.exit_code == 1 and "no such image" in r.output
+
+
+def test_evaluate_bad_folders(tmp_path):
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "missing")])
+    assert r.exit_code == 1 and "no such folder" in r.output
+    (tmp_path / "x.jpg").write_bytes(b"x")
+    r = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert r.exit_code == 1 and "no UTKFace images" in r.output
