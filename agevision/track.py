@@ -88,12 +88,12 @@ class _State:
 class Smoother:
     """Per-track confidence-weighted running mean of age distribution and P(female).
 
-    decay: weight kept by older frames each frame (0.93 ≈ the last 0.5 s at 30 fps).
+    decay: weight kept by older frames each frame (0.985: a half-life of about 1.5 s at 30 fps).
     hysteresis: the shown gender changes only when the smoothed P(female) passes 0.5 by
     this margin, so a face near 0.5 does not flip label frame to frame.
     """
 
-    def __init__(self, age_bins: np.ndarray, decay: float = 0.93, hysteresis: float = 0.15) -> None:
+    def __init__(self, age_bins: np.ndarray, decay: float = 0.985, hysteresis: float = 0.15) -> None:
         self.age_bins = np.asarray(age_bins, np.float64)
         self.decay, self.hysteresis = decay, hysteresis
         self._states: dict[int, _State] = {}
