@@ -152,3 +152,28 @@ def test_evaluate_bad_folders(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"x")
     r = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert r.exit_code == 1 and "no UTKFace images" in r.output
+
+
+def test_ctrl_c_leaves_a_playable_partial_video(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "partial.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agevision.cli", "video", str(VIDEOS / "LivePortrait__driving_d6.mp4"),
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.stat().st_size > 20000 for p in tmp_path.glob(".*partial*")):
+        time.sleep(0.2)  # wait until frames are being encoded
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "stopped early" in output
+    frames = sum(1 for _ in av.open(str(out)).decode(video=0))
+    assert 0 < frames < 1008
+    assert not list(tmp_path.glob(".*partial*"))
