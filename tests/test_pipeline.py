@@ -177,3 +177,8 @@ def test_ctrl_c_leaves_a_playable_partial_video(tmp_path):
     frames = sum(1 for _ in av.open(str(out)).decode(video=0))
     assert 0 < frames < 1008
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_webcam_without_a_camera_is_one_clear_line():
+    r = runner.invoke(app, ["webcam", "--camera", "7"])
+    assert r.exit_code == 1 and "no camera at index 7" in r.output and "Traceback" not in r.output
