@@ -182,3 +182,27 @@ def test_ctrl_c_leaves_a_playable_partial_video(tmp_path):
 def test_webcam_without_a_camera_is_one_clear_line():
     r = runner.invoke(app, ["webcam", "--camera", "7"])
     assert r.exit_code == 1 and "no camera at index 7" in r.output and "Traceback" not in r.output
+
+
+def test_live_loop_in_a_real_window_under_xvfb(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    xvfb = shutil.which("Xvfb")
+    assert xvfb, "Xvfb is needed for this test (.ci/run installs it: apt-get install xvfb)"
+    display = ":57"
+    server = subprocess.Popen([xvfb, display, "-screen", "0", "1024x768x24"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        env = dict(os.environ, DISPLAY=display)
+        r = subprocess.run([sys.executable, "-m", "agevision.cli", "webcam", "--source", str(TALKING)],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
