@@ -142,16 +142,15 @@ def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: floa
                 from agevision.sinks import face_records
 
                 jsonl_writer.write(face_records(faces, n, n / fps, raw))
+            n += 1
+            n_faces += len(faces)
             if video_writer is not None or show is not None:
                 annotated = processor.draw(frame, faces, fps=current)
                 if video_writer is not None:
                     video_writer.write(annotated)
                 if show is not None and show(annotated) is False:
                     interrupted = True
-                    n += 1
                     break
-            n += 1
-            n_faces += len(faces)
             if progress is not None:
                 progress(n, current)
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -92,6 +93,8 @@ class VideoSource:
             yield item
         if self._error and count == 0:
             raise AgevisionError(self._error)
+        if self._error:
+            warnings.warn(f"{self._error}; stopped after {count} frames", stacklevel=2)
 
     def close(self) -> None:
         """Stop decoding and close the file; safe to call twice."""
