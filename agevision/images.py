@@ -33,10 +33,10 @@ def read_bgr(path: Path) -> np.ndarray:
 
 def crop_face(image_bgr: np.ndarray) -> Faces:
     """The face geometry of an image that is already a tight face crop (UTKFace framing)."""
-    from agevision.training.crops import DEFAULT_BOX, DEFAULT_KEYPOINTS, _geometry_to_faces
+    from agevision.training.crops import DEFAULT_BOX, DEFAULT_KEYPOINTS, geometry_to_faces
 
     h, w = image_bgr.shape[:2]
-    return _geometry_to_faces(np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()]), w, h)
+    return geometry_to_faces(np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()]), w, h)
 
 
 def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | None, crops: bool, detector: str,
@@ -69,11 +69,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
                 continue
             readable += 1
             faces = crop_face(image) if crops else detector_cm.detect(image)
-            big = faces.widths >= (0 if crops else min_face)
-            if big.any():
-                est = estimator.estimate(image, faces.subset(big))
-                for name in ("age", "age_low", "age_high", "p_female", "female"):
-                    getattr(faces, name)[big] = getattr(est, name)
+            estimator.estimate(image, faces, min_width=0 if crops else min_face)
             faces.track_ids = np.arange(len(faces))
             if len(faces) == 0:
                 console.print(f"{path}: no face found")

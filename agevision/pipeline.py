@@ -63,14 +63,7 @@ class FrameProcessor:
         t1 = time.perf_counter()
         self.tracker.update(faces)
         t2 = time.perf_counter()
-        big = faces.widths >= self.min_face
-        if big.any():
-            est = self.estimator.estimate(frame_bgr, faces.subset(big))
-            for name in ("age", "age_low", "age_high", "p_female", "female"):
-                getattr(faces, name)[big] = getattr(est, name)
-            probs = np.zeros((len(faces), est.age_probs.shape[1]), np.float32)
-            probs[big] = est.age_probs
-            faces.age_probs = probs
+        self.estimator.estimate(frame_bgr, faces, min_width=self.min_face)
         t3 = time.perf_counter()
         raw = replace(faces, age=faces.age.copy(), p_female=faces.p_female.copy(), female=faces.female.copy())
         if self.smoother is not None:

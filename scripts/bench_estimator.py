@@ -18,7 +18,7 @@ import torch
 from agevision.align import align_crops
 from agevision.model import weights
 from agevision.model.estimator import Estimator
-from agevision.training.crops import DEFAULT_BOX, DEFAULT_KEYPOINTS, _geometry_to_faces
+from agevision.training.crops import DEFAULT_BOX, DEFAULT_KEYPOINTS, geometry_to_faces
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
@@ -34,7 +34,7 @@ def main() -> None:
     crops = []
     for f in files:
         img = cv2.imread(str(f))
-        crops.append(align_crops(img, _geometry_to_faces(geom, img.shape[1], img.shape[0]), est.input_size)[0])
+        crops.append(align_crops(img, geometry_to_faces(geom, img.shape[1], img.shape[0]), est.input_size)[0])
     crops = np.stack(crops)
     print(f"device {est.device}, torch threads {torch.get_num_threads()}, input {est.input_size}px")
     for n in (1, 8):

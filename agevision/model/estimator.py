@@ -159,10 +159,19 @@ class Estimator:
         age_logits, gender_logit = self.logits(crops_rgb)
         return decode(age_logits, gender_logit, self.age_temperature, self.gender_temperature, self.age_bins)
 
-    def estimate(self, frame_bgr: np.ndarray, faces: Faces) -> Faces:
-        """Fill the age and gender fields of `faces` (in place) from one BGR frame; returns them."""
-        pred = self.predict(align.align_crops(frame_bgr, faces, self.input_size))
-        faces.age, faces.age_low, faces.age_high = pred.age, pred.age_low, pred.age_high
-        faces.p_female, faces.age_probs = pred.p_female, pred.age_probs
-        faces.female = pred.p_female >= 0.5
+    def estimate(self, frame_bgr: np.ndarray, faces: Faces, min_width: float = 0) -> Faces:
+        """Fill the age and gender fields of `faces` (in place) from one BGR frame; returns them.
+
+        Faces narrower than `min_width` pixels are not estimated: their age fields stay NaN
+        and their age distribution zero. All other faces go through the model in one batch.
+        """
+        big = faces.widths >= min_width
+        probs = np.zeros((len(faces), len(self.age_bins)), np.float32)
+        if big.any():
+            pred = self.predict(align.align_crops(frame_bgr, faces.subset(big), self.input_size))
+            for name in ("age", "age_low", "age_high", "p_female"):
+                getattr(faces, name)[big] = getattr(pred, name)
+            faces.female[big] = pred.p_female >= 0.5
+            probs[big] = pred.age_probs
+        faces.age_probs = probs
         return faces
