@@ -293,7 +293,7 @@ def image(
     """Estimate age and gender of the faces in still images; print a line per face."""
     from agevision.images import annotate_images
 
-    annotate_images(paths, out, json, crops, detector or "full", min_face, weights, device, Console())
+    annotate_images(paths, out, json, crops, detector or "full", min_face, weights, device, Console(soft_wrap=True))
 
 
 def main() -> None:
