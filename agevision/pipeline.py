@@ -7,9 +7,12 @@ or a file played live) with hotkeys.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -105,6 +108,24 @@ class FpsMeter:
         return (len(self._stamps) - 1) / max(self._stamps[-1] - self._stamps[0], 1e-9)
 
 
+@contextmanager
+def _stop_on_ctrl_c():
+    """An Event set by Ctrl-C (SIGINT) instead of a KeyboardInterrupt raised mid-frame.
+
+    A KeyboardInterrupt can land anywhere, even inside a native library's destructor;
+    checking a flag between frames stops cleanly. Off the main thread nothing is changed.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class VideoResult:
     frames: int
@@ -120,23 +141,23 @@ def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: floa
     """Run every frame through `processor`, drawing and writing to the given sinks.
 
     show: called with each annotated frame; returning False stops the run early.
-    progress: called with (frames done, current FPS). A KeyboardInterrupt stops the run;
-    sinks are closed by the caller. Returns a VideoResult.
+    progress: called with (frames done, current FPS). Ctrl-C stops the run after the
+    current frame (VideoResult.interrupted); sinks are closed by the caller. Returns a VideoResult.
     """
     meter = FpsMeter()
     start = time.perf_counter()
     n = n_faces = 0
     interrupted = False
-    try:
+    with _stop_on_ctrl_c() as stop:
         for frame in frames:
             faces, raw = processor.process(frame)
             current = meter.tick()
+            n += 1
+            n_faces += len(faces)
             if jsonl_writer is not None:
                 from agevision.sinks import face_records
 
-                jsonl_writer.write(face_records(faces, n, n / fps, raw))
-            n += 1
-            n_faces += len(faces)
+                jsonl_writer.write(face_records(faces, n - 1, (n - 1) / fps, raw))
             if video_writer is not None or show is not None:
                 annotated = processor.draw(frame, faces, fps=current)
                 if video_writer is not None:
@@ -146,8 +167,9 @@ def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: floa
                     break
             if progress is not None:
                 progress(n, current)
-    except KeyboardInterrupt:
-        interrupted = True
+            if stop.is_set():
+                interrupted = True
+                break
     return VideoResult(n, n_faces, time.perf_counter() - start, interrupted, processor.times)
 
 
