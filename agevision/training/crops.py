@@ -115,25 +115,27 @@ def detect_geometry(paths: list[Path], kind: str = "full", workers: int = 2, pro
     return results
 
 
-def make_crops(paths: list[Path], size: int, kind: str = "full", workers: int = 2, progress=None) -> CropSet:
-    """Aligned crops for each image in `paths` through detection and `align.align_crops`.
+def _fallback_geometry(geoms: list) -> np.ndarray:
+    """Median geometry of the detected faces, or the UTKFace medians if none was found."""
+    found = [g for g in geoms if isinstance(g, np.ndarray)]
+    if found:
+        return np.median(np.stack(found), axis=0)
+    return np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
+
+
+def crops_from_geometry(paths: list[Path], geoms: list, size: int) -> CropSet:
+    """Aligned `size`-pixel crops of `paths` from per-image geometry (see `detect_geometry`).
 
     Unreadable images are skipped with a warning (AgevisionError if none is readable).
     Images without a detected face get a fallback crop from the median geometry.
     """
-    geoms = detect_geometry(paths, kind, workers, progress)
     readable = np.array([not isinstance(g, str) for g in geoms])
     if not readable.any():
         raise AgevisionError(f"none of the {len(paths)} images could be read")
     if not readable.all():
         bad = [str(p) for p, ok in zip(paths, readable, strict=True) if not ok]
         warnings.warn(f"{len(bad)} unreadable image(s) skipped, e.g. {bad[0]}", stacklevel=2)
-    found_geoms = [g for g in geoms if isinstance(g, np.ndarray)]
-    fallback = (
-        np.median(np.stack(found_geoms), axis=0)
-        if found_geoms
-        else np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
-    )
+    fallback = _fallback_geometry(geoms)
     crops, found = [], []
     for p, g in zip(paths, geoms, strict=True):
         if isinstance(g, str):
@@ -146,24 +148,54 @@ def make_crops(paths: list[Path], size: int, kind: str = "full", workers: int = 
     return CropSet(np.stack(crops), np.array(found), readable)
 
 
-def cache_key(paths: list[Path], size: int, kind: str) -> str:
-    """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment."""
+def make_crops(paths: list[Path], size: int, kind: str = "full", workers: int = 2, progress=None) -> CropSet:
+    """Aligned crops for each image in `paths` through detection and `align.align_crops`."""
+    return crops_from_geometry(paths, detect_geometry(paths, kind, workers, progress), size)
+
+
+def _files_key(paths: list[Path], *extra: object) -> str:
     h = hashlib.sha1()
-    h.update(f"{size}|{kind}|{align.BOX_FRACTION}|{align.CENTER}|v2".encode())
+    h.update("|".join(str(e) for e in extra).encode())
     for p in paths:
         st = p.stat() if p.exists() else None
         h.update(f"{p.resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode())
     return h.hexdigest()[:16]
 
 
+def cache_key(paths: list[Path], size: int, kind: str) -> str:
+    """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment."""
+    return _files_key(paths, size, kind, align.BOX_FRACTION, align.CENTER, "v3")
+
+
+def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", progress=None) -> list:
+    """`detect_geometry`, stored under `cache_dir` and reused for the same files and detector."""
+    file = Path(cache_dir) / f"geometry-{_files_key(paths, kind, 'v1')}.npz"
+    if file.is_file():
+        with np.load(file) as data:
+            geom, status = data["geometry"], data["status"]
+        return [g if s == 1 else (None if s == 0 else "unreadable") for g, s in zip(geom, status, strict=True)]
+    geoms = detect_geometry(paths, kind, progress=progress)
+    status = np.array([1 if isinstance(g, np.ndarray) else (0 if g is None else -1) for g in geoms], np.int8)
+    geom = np.stack([g if isinstance(g, np.ndarray) else np.zeros(16, np.float32) for g in geoms])
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(".tmp.npz")
+    np.savez(tmp, geometry=geom, status=status)
+    tmp.replace(file)
+    return geoms
+
+
 def cached_crops(paths: list[Path], size: int, cache_dir: Path, kind: str = "full", progress=None) -> CropSet:
-    """`make_crops`, stored under `cache_dir` and reused when the same images are asked again."""
+    """`make_crops`, stored under `cache_dir` and reused when the same images are asked again.
+
+    The detected geometry is cached on its own, so crops at another size or alignment only
+    re-warp the images, without detecting again.
+    """
     cache_dir = Path(cache_dir)
     file = cache_dir / f"crops-{cache_key(paths, size, kind)}.npz"
     if file.is_file():
         with np.load(file) as data:
             return CropSet(data["crops"], data["found"], data["readable"])
-    result = make_crops(paths, size, kind, progress=progress)
+    result = crops_from_geometry(paths, cached_geometry(paths, cache_dir, kind, progress), size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = file.with_suffix(".tmp.npz")
     np.savez(tmp, crops=result.crops, found=result.found, readable=result.readable)
