@@ -41,6 +41,18 @@ def _quiet_stderr():
         os.close(saved)
 
 
+def suppress_overlaps(boxes: np.ndarray, scores: np.ndarray, max_overlap: float) -> np.ndarray:
+    """Indices of the boxes to keep, best score first: each box overlapping a better one by
+    more than `max_overlap` (IoU) is dropped."""
+    from agevision.track import iou
+
+    keep: list[int] = []
+    for i in np.argsort(-scores):
+        if not keep or iou(boxes[i : i + 1], boxes[keep]).max() <= max_overlap:
+            keep.append(int(i))
+    return np.array(keep, np.int64)
+
+
 def model_path(kind: str) -> Path:
     """Path of the shipped BlazeFace model `kind` ("short" or "full").
 
@@ -59,12 +71,14 @@ class FaceDetector:
 
     kind: "short" or "full" (see module docstring).
     min_score: detections below this confidence are dropped.
+    max_overlap: of two boxes overlapping more than this (IoU), the less confident is
+    dropped: MediaPipe's own suppression lets some double detections of one face through.
     """
 
-    def __init__(self, kind: str = "full", min_score: float = 0.5) -> None:
+    def __init__(self, kind: str = "full", min_score: float = 0.5, max_overlap: float = 0.3) -> None:
         from mediapipe.tasks.python import BaseOptions, vision
 
-        self.kind = kind
+        self.kind, self.max_overlap = kind, max_overlap
         options = vision.FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(model_path(kind))),
             running_mode=vision.RunningMode.IMAGE,
@@ -108,8 +122,8 @@ class FaceDetector:
             centre = (boxes[:, :2] + boxes[:, 2:]) / 2
             half = (boxes[:, 2:] - boxes[:, :2]) / 2 * BOX_SCALE[self.kind]
             boxes = np.concatenate([centre - half, centre + half], axis=1)
-        order = np.argsort(-scores)
-        return Faces(boxes=boxes[order], keypoints=keypoints[order], scores=scores[order])
+        keep = suppress_overlaps(boxes, scores, self.max_overlap)
+        return Faces(boxes=boxes[keep], keypoints=keypoints[keep], scores=scores[keep])
 
     def close(self) -> None:
         """Release the native detector; safe to call twice."""

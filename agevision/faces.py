@@ -33,6 +33,8 @@ class Faces:
     female:     (N,) bool, the gender label shown (P(female) >= 0.5 unless a smoother holds
                 a track's label steady).
     age_probs:  (N, K) float32 age distribution over the model's bins, or None.
+    quality:    (N,) float32 in [0, 1], how frontal, large and sharp the face is (NaN until
+                measured; see agevision.quality).
     """
 
     boxes: np.ndarray = field(default_factory=lambda: _empty((0, 4)))
@@ -45,12 +47,13 @@ class Faces:
     p_female: np.ndarray | None = None
     female: np.ndarray | None = None
     age_probs: np.ndarray | None = None
+    quality: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
         if self.track_ids is None:
             self.track_ids = np.full(n, -1, dtype=np.int64)
-        for name in ("age", "age_low", "age_high", "p_female"):
+        for name in ("age", "age_low", "age_high", "p_female", "quality"):
             if getattr(self, name) is None:
                 setattr(self, name, np.full(n, np.nan, dtype=np.float32))
         if self.female is None:
@@ -73,6 +76,7 @@ class Faces:
             p_female=self.p_female[index],
             female=self.female[index],
             age_probs=None if self.age_probs is None else self.age_probs[index],
+            quality=self.quality[index],
         )
 
     @property

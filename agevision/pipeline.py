@@ -22,6 +22,7 @@ from agevision.detect import FaceDetector
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
 from agevision.model.estimator import Estimator
+from agevision.quality import face_quality
 from agevision.render import Renderer
 from agevision.track import Smoother, Tracker
 
@@ -63,6 +64,7 @@ class FrameProcessor:
         t = self.times.seconds
         t0 = time.perf_counter()
         faces = self.detector.detect(frame_bgr)
+        faces.quality = face_quality(frame_bgr, faces)
         t1 = time.perf_counter()
         self.tracker.update(faces)
         t2 = time.perf_counter()
@@ -137,9 +139,11 @@ class VideoResult:
 
 def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: float, total: int | None,
               video_writer=None, jsonl_writer=None, show: Callable[[np.ndarray], bool] | None = None,
-              progress=None) -> VideoResult:
+              progress=None, thumbnails=None) -> VideoResult:
     """Run every frame through `processor`, drawing and writing to the given sinks.
 
+    jsonl_writer: anything with write(list of face record dicts). thumbnails: a
+    `people.ThumbnailKeeper` shown each frame before it is drawn on, or None.
     show: called with each annotated frame; returning False stops the run early.
     progress: called with (frames done, current FPS). Ctrl-C stops the run after the
     current frame (VideoResult.interrupted); sinks are closed by the caller. Returns a VideoResult.
@@ -158,6 +162,8 @@ def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: floa
                 from agevision.sinks import face_records
 
                 jsonl_writer.write(face_records(faces, n - 1, (n - 1) / fps, raw))
+            if thumbnails is not None:
+                thumbnails.update(n - 1, frame, faces)
             if video_writer is not None or show is not None:
                 annotated = processor.draw(frame, faces, fps=current)
                 if video_writer is not None:

@@ -1,11 +1,17 @@
 """Face tracking across frames and per-track temporal smoothing of the estimates.
 
 `Tracker.update(faces)` gives each face a track id: faces are matched to live tracks by
-box overlap (IoU), best pairs first; unmatched faces start new tracks; a track survives
-`max_missed` frames without a face. `Smoother.update(faces)` replaces each face's age and
-gender by a confidence-weighted running mean, in probability space, of its track's
-estimates, forgetting old frames at rate `decay`. A new track starts from nothing, so a new
-person never inherits the previous person's label.
+box overlap (IoU), best pairs first; a face left over is then matched to a track that lost
+its face for a few frames if their centres are close and sizes alike (the detector missed
+the face for a moment); other faces start new tracks; a track survives `max_missed` frames
+without a face.
+
+`Smoother.update(faces)` replaces each face's age and gender by a confidence-weighted mean,
+in probability space, of its track's estimates. A person's age does not change during a
+video, so the mean keeps a long memory (`decay` close to 1); frames are weighted by how
+sure the model is, how good the face is (frontal, large, sharp) and how well they agree
+with the track so far, so that a few frames seen in profile cannot drag the label. A new
+track starts from nothing, so a new person never inherits the previous person's label.
 """
 
 from __future__ import annotations
@@ -34,16 +40,22 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Track:
-    box: np.ndarray
+    box: np.ndarray  # last seen box
     last_frame: int
+    velocity: np.ndarray  # smoothed change of the box per frame (x0, y0, x1, y1)
+
+    def predicted(self, frame: int, horizon: int = 10) -> np.ndarray:
+        """Where the box should be at `frame`, moving on at its velocity (for at most `horizon` frames)."""
+        return self.box + self.velocity * min(frame - self.last_frame, horizon)
 
 
 class Tracker:
-    """IoU tracker. min_iou: least overlap to continue a track; max_missed: frames a
-    track may go unseen before it ends."""
+    """IoU tracker with constant-velocity prediction. min_iou: least overlap between a face
+    and a track's predicted box to continue the track; max_missed: frames a track may go
+    unseen before it ends; max_shift: see `_bridge_gaps`."""
 
-    def __init__(self, min_iou: float = 0.3, max_missed: int = 15) -> None:
-        self.min_iou, self.max_missed = min_iou, max_missed
+    def __init__(self, min_iou: float = 0.3, max_missed: int = 30, max_shift: float = 0.6) -> None:
+        self.min_iou, self.max_missed, self.max_shift = min_iou, max_missed, max_shift
         self._tracks: dict[int, _Track] = {}
         self._next_id = 0
         self._frame = -1
@@ -53,7 +65,7 @@ class Tracker:
         """Set faces.track_ids (in place) for the next frame; returns faces."""
         self._frame += 1
         ids = list(self._tracks)
-        boxes = np.array([self._tracks[i].box for i in ids], np.float32).reshape(-1, 4)
+        boxes = np.array([self._tracks[i].predicted(self._frame) for i in ids], np.float32).reshape(-1, 4)
         overlap = iou(faces.boxes, boxes)
         assigned = np.full(len(faces), -1, np.int64)
         used: set[int] = set()
@@ -64,16 +76,44 @@ class Tracker:
             if assigned[f] < 0 and t not in used:
                 assigned[f] = ids[t]
                 used.add(t)
+        self._bridge_gaps(faces.boxes, boxes, ids, assigned, used)
         for f in range(len(faces)):
             if assigned[f] < 0:
                 assigned[f] = self._next_id
                 self._next_id += 1
-            self._tracks[int(assigned[f])] = _Track(faces.boxes[f].copy(), self._frame)
+            self._tracks[int(assigned[f])] = self._moved(self._tracks.get(int(assigned[f])), faces.boxes[f])
         self.ended = [i for i, t in self._tracks.items() if self._frame - t.last_frame > self.max_missed]
         for i in self.ended:
             del self._tracks[i]
         faces.track_ids = assigned
         return faces
+
+    def _moved(self, track: _Track | None, box: np.ndarray) -> _Track:
+        """The track seen at `box` in the current frame, its velocity updated (new tracks stand still)."""
+        if track is None:
+            return _Track(box.copy(), self._frame, np.zeros(4, np.float32))
+        step = (box - track.box) / max(self._frame - track.last_frame, 1)
+        return _Track(box.copy(), self._frame, (0.5 * track.velocity + 0.5 * step).astype(np.float32))
+
+    def _bridge_gaps(self, face_boxes: np.ndarray, track_boxes: np.ndarray, ids: list[int], assigned: np.ndarray,
+                     used: set[int]) -> None:
+        """Give unassigned faces the id of an unused track whose predicted box is near and alike.
+
+        Near: centres closer than `max_shift` box widths; alike: widths within a factor 1.5.
+        """
+        for f in np.flatnonzero(assigned < 0):
+            fc, fw = (face_boxes[f, :2] + face_boxes[f, 2:]) / 2, face_boxes[f, 2] - face_boxes[f, 0]
+            best, best_d = None, self.max_shift
+            for t, box in enumerate(track_boxes):
+                if t in used:
+                    continue
+                tw = box[2] - box[0]
+                d = np.linalg.norm(fc - (box[:2] + box[2:]) / 2) / max((fw + tw) / 2, 1e-6)
+                if d < best_d and 1 / 1.5 <= fw / max(tw, 1e-6) <= 1.5:
+                    best, best_d = t, d
+            if best is not None:
+                assigned[f] = ids[best]
+                used.add(best)
 
 
 @dataclass
@@ -88,21 +128,25 @@ class _State:
 class Smoother:
     """Per-track confidence-weighted running mean of age distribution and P(female).
 
-    decay: weight kept by older frames each frame (0.985: a half-life of about 1.5 s at 30 fps).
+    decay: weight kept by older frames each frame (0.998: a half-life of about 12 s at 30 fps).
     hysteresis: the shown gender changes only when the smoothed P(female) passes 0.5 by
     this margin, so a face near 0.5 does not flip label frame to frame.
+    outlier: a frame whose expected age lies more than this many standard deviations of the
+    track's distribution (at least 3 years) from the track's mean counts a quarter.
     """
 
-    def __init__(self, age_bins: np.ndarray, decay: float = 0.985, hysteresis: float = 0.15) -> None:
+    def __init__(self, age_bins: np.ndarray, decay: float = 0.998, hysteresis: float = 0.15,
+                 outlier: float = 2.0) -> None:
         self.age_bins = np.asarray(age_bins, np.float64)
-        self.decay, self.hysteresis = decay, hysteresis
+        self.decay, self.hysteresis, self.outlier = decay, hysteresis, outlier
         self._states: dict[int, _State] = {}
 
     def update(self, faces: Faces, ended: list[int] = ()) -> Faces:
         """Smooth the estimated fields of `faces` (in place) by track id; forget `ended` tracks.
 
         Faces without an estimate (age NaN, e.g. too small) leave their track unchanged.
-        Confidence weight: detection score times (1 - normalised entropy of the age distribution).
+        Weight of a frame: detection score x (1 - normalised entropy of the age distribution)
+        x face quality (when measured), and a quarter of that for an outlier (see class doc).
         """
         for i in ended:
             self._states.pop(i, None)
@@ -117,6 +161,14 @@ class Smoother:
             p = probs[row]
             entropy = -(p * np.log(p + 1e-12)).sum() / np.log(len(p))
             w = float(faces.scores[row]) * max(1.0 - entropy, 0.05)
+            if not np.isnan(faces.quality[row]):
+                w *= max(float(faces.quality[row]), 0.05)
+            if st.frames >= 5 and st.weight > 0:
+                mean_p = st.age_sum / st.weight
+                mean = float(mean_p @ self.age_bins)
+                std = float(np.sqrt(max(mean_p @ (self.age_bins - mean) ** 2, 0.0)))
+                if abs(float(p @ self.age_bins) - mean) > self.outlier * max(std, 3.0):
+                    w *= 0.25
             st.age_sum = self.decay * st.age_sum + w * p
             st.female_sum = self.decay * st.female_sum + w * float(faces.p_female[row])
             st.weight = self.decay * st.weight + w

@@ -1,0 +1,64 @@
+"""Tracker (motion, gaps), smoother (outliers), overlap suppression and face quality."""
+
+import cv2
+import numpy as np
+
+from agevision.detect import FaceDetector, suppress_overlaps
+from agevision.faces import Faces
+from agevision.quality import face_quality, frontalness
+from agevision.sources import VideoSource
+from agevision.track import Smoother, Tracker
+from tests.conftest import VIDEOS
+
+
+def _face(box, age=30, p_female=0.2, keypoints=None):
+    probs = np.full((1, 101), 0.1 / 101, np.float32)
+    probs[0, age] += 0.9
+    kps = np.zeros((1, 6, 2), np.float32) if keypoints is None else np.asarray([keypoints], np.float32)
+    f = Faces(boxes=np.array([box], np.float32), keypoints=kps, scores=np.array([0.9], np.float32))
+    f.age, f.age_probs, f.p_female = np.array([age], np.float32), probs, np.array([p_female], np.float32)
+    return f
+
+
+def test_tracker_follows_a_fast_face_and_bridges_a_gap():
+    tracker = Tracker()
+    ids = []
+    for k in range(8):  # moving 45 px (0.45 box widths) a frame
+        ids.append(int(tracker.update(_face([100 + 45 * k, 100, 200 + 45 * k, 200])).track_ids[0]))
+    for _ in range(10):  # the detector misses the face for a third of a second while it moves on
+        tracker.update(Faces())
+    # 495 px from where it was last seen: found again only by predicting its motion
+    ids.append(int(tracker.update(_face([910, 100, 1010, 200])).track_ids[0]))
+    assert ids == [0] * 9
+    # someone else, far away and at another size, is a new person
+    assert int(tracker.update(_face([100, 500, 300, 700])).track_ids[0]) == 1
+
+
+def test_smoother_is_not_dragged_by_a_few_odd_frames():
+    tracker, smoother = Tracker(), Smoother(np.arange(101))
+    shown = []
+    for k in range(40):
+        f = tracker.update(_face([100, 100, 200, 200], age=70 if 30 <= k < 34 else 30))
+        smoother.update(f, tracker.ended)
+        shown.append(float(f.age[0]))
+    assert abs(shown[33] - shown[29]) < 1.5, shown  # four frames read 40 years off
+    assert abs(shown[-1] - shown[29]) < 1.5
+
+
+def test_overlapping_double_detections_are_suppressed():
+    boxes = np.array([[0, 0, 100, 100], [30, 0, 130, 100], [300, 0, 400, 100]], np.float32)
+    keep = suppress_overlaps(boxes, np.array([0.6, 0.9, 0.8], np.float32), 0.3)
+    assert keep.tolist() == [1, 2]
+
+
+def test_quality_prefers_a_frontal_sharp_face():
+    eyes_nose = [[40, 50], [80, 50], [60, 70], [60, 85], [20, 55], [100, 55]]
+    turned = [[40, 50], [80, 50], [78, 70], [75, 85], [20, 55], [100, 55]]
+    assert frontalness(_face([0, 0, 120, 120], keypoints=eyes_nose))[0] > 0.95
+    assert frontalness(_face([0, 0, 120, 120], keypoints=turned))[0] < 0.3
+    with VideoSource(VIDEOS / "LivePortrait__driving_d0.mp4") as src, FaceDetector("full") as det:
+        frame = next(iter(src))
+        faces = det.detect(frame)
+    q = face_quality(frame, faces)[0]
+    blurred = face_quality(cv2.GaussianBlur(frame, (0, 0), 4), faces)[0]
+    assert 0.3 < q <= 1 and blurred < q
