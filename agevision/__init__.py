@@ -1,3 +1,23 @@
+"""agevision: real-time age and gender estimation from faces in webcam and video.
+
+Public API (imported lazily, so `import agevision` stays light):
+- `Estimator`: shipped weights in, age and gender of a batch of aligned face crops out.
+- `read_records(path)`, `summarize(records)`: the people in a video from the JSONL records
+  of `agevision video --json` (see agevision.people).
+"""
+
 from agevision.errors import AgevisionError
 
-__all__ = ["AgevisionError"]
+__version__ = "0.2.0"
+__all__ = ["AgevisionError", "Estimator", "Person", "Summary", "read_records", "summarize"]
+
+_LAZY = {"Estimator": "agevision.model.estimator", "Person": "agevision.people", "Summary": "agevision.people",
+         "read_records": "agevision.people", "summarize": "agevision.people"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'agevision' has no attribute {name!r}")

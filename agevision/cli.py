@@ -64,10 +64,14 @@ def train(
     imagenet: Annotated[Path | None, typer.Option(help="torchvision mobilenet_v2-b0353104.pth")] = SHARED
     / "pretrained/mobilenet_v2-b0353104.pth",
     no_imagenet: Annotated[bool, typer.Option(help="start from random weights")] = False,
-    epochs: Annotated[int, typer.Option(min=1)] = 12,
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
     batch_size: Annotated[int, typer.Option(min=2)] = 64,
     lr: Annotated[float, typer.Option(help="peak learning rate (AdamW, cosine decay)")] = 1.5e-3,
-    input_size: Annotated[int, typer.Option(help="crop side in pixels")] = 96,
+    input_size: Annotated[int, typer.Option(help="crop side in pixels")] = 112,
+    freeze_blocks: Annotated[int, typer.Option(min=0, help="leading MobileNetV2 blocks kept frozen")] = 4,
+    l1_weight: Annotated[float, typer.Option(min=0, help="weight of the L1 loss on the expected age")] = 0.15,
+    ema_decay: Annotated[float, typer.Option(min=0, max=0.99999, help="EMA of the weights (0: off); "
+                                             "the average is evaluated and shipped")] = 0.999,
     seed: Annotated[int, typer.Option(help="seed for the split, initialisation and batches")] = 0,
     limit: Annotated[int | None, typer.Option(help="train on a random subset of this many images")] = None,
     cache_dir: Annotated[Path, typer.Option(help="where decoded aligned crops are cached")] = Path(".cache"),
@@ -86,7 +90,8 @@ def train(
     cfg = TrainConfig(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
-        lr=lr, seed=seed, limit=limit, device=device, resume=resume,
+        lr=lr, freeze_blocks=freeze_blocks, l1_weight=l1_weight, ema_decay=ema_decay, seed=seed, limit=limit,
+        device=device, resume=resume,
     )
     card = run(cfg, console)
     m = card["validation_metrics"]
@@ -206,12 +211,29 @@ def webcam(
         console.print(f"snapshot saved: {p}")
 
 
+class _Records(list):
+    """Face records kept in memory (for --summary), written to like a JsonlWriter."""
+
+    def __init__(self, *writers) -> None:
+        super().__init__()
+        self.writers = [w for w in writers if w is not None]
+
+    def write(self, records: list[dict]) -> None:
+        self.extend(records)
+        for w in self.writers:
+            w.write(records)
+
+
 @app.command()
 @friendly
 def video(
     input: Annotated[Path, typer.Argument(help="video file to annotate")],
     out: Annotated[Path | None, typer.Option(help="annotated H.264 MP4 to write (keeps the audio)")] = None,
     json: Annotated[Path | None, typer.Option("--json", help="JSONL: one record per face per frame")] = None,
+    summary: Annotated[Path | None, typer.Option(help="CSV: one row per person (track), with a thumbnail of "
+                                                 "their best face in a folder beside it")] = None,
+    min_track: Annotated[float, typer.Option(min=0, help="for --summary: tracks seen for less than this many "
+                                             "seconds are left out as likely false detections")] = 0.5,
     show: Annotated[bool, typer.Option(help="also show the annotated video in a window")] = False,
     detector: DetectorOpt = None,
     min_face: MinFaceOpt = 24,
@@ -219,29 +241,36 @@ def video(
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Annotate a video file: boxes and labels per face, written to --out and/or --json.
+    """Annotate a video file: boxes and labels per face, written to --out, --json and/or --summary.
 
     Ctrl-C stops early; what was written so far stays a playable file.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from agevision.people import ThumbnailKeeper, summarize, write_people_csv
     from agevision.pipeline import run_video
-    from agevision.sinks import JsonlWriter, VideoWriter
+    from agevision.sinks import JsonlWriter, VideoWriter, check_writable, video_header
     from agevision.sources import VideoSource
 
-    if out is None and json is None and not show:
-        raise AgevisionError("nothing to do: give --out FILE.mp4, --json FILE.jsonl and/or --show")
+    if out is None and json is None and summary is None and not show:
+        raise AgevisionError("nothing to do: give --out FILE.mp4, --json FILE.jsonl, --summary FILE.csv and/or --show")
     if out is not None and out.suffix.lower() != ".mp4":
         raise AgevisionError(f"--out must end in .mp4, not {out.name}")
-    if out is not None and input.exists() and out.resolve() == input.resolve():
-        raise AgevisionError("--out would overwrite the input video")
+    for target in (out, json, summary):
+        if target is not None and input.exists() and target.resolve() == input.resolve():
+            raise AgevisionError(f"{target} would overwrite the input video")
+    if summary is not None:
+        check_writable(summary)
     src = VideoSource(input)
     sinks = []
     try:
         vw = VideoWriter(out, src.width, src.height, src.fps, audio_from=input) if out else None
         sinks.append(vw)
-        jw = JsonlWriter(json) if json else None
+        header = video_header(input, src.width, src.height, src.fps, src.frame_count)
+        jw = JsonlWriter(json, header) if json else None
         sinks.append(jw)
+        records = _Records(jw) if (jw or summary) else None
+        keeper = ThumbnailKeeper() if summary else None
         window = _window("agevision") if show else None
         with _processor(weights, device, detector or "full", min_face, smooth=not raw) as proc:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -256,11 +285,13 @@ def video(
                     window[0](frame)
                     return (window[1]() & 0xFF) not in (ord("q"), 27)
 
-                result = run_video(proc, src, float(src.fps), src.frame_count, vw, jw,
-                                   show_frame if window else None, progress)
-        for sink in sinks:
-            if sink is not None:
-                sink.close(complete=not result.interrupted) if sink is vw else sink.close()
+                result = run_video(proc, src, float(src.fps), src.frame_count, vw, records,
+                                   show_frame if window else None, progress, thumbnails=keeper)
+        end = {"type": "end", "frames": result.frames, "interrupted": result.interrupted}
+        if vw is not None:
+            vw.close(complete=not result.interrupted)
+        if jw is not None:
+            jw.close(end)
         sinks.clear()
     finally:
         for sink in sinks:
@@ -269,13 +300,48 @@ def video(
         src.close()
     if result.frames == 0:
         raise AgevisionError(f"{input} has no decodable frames")
-    what = ", ".join(str(p) for p in (out, json) if p)
+    if summary is not None:
+        people = summarize([header, *records, end], min_seconds=min_track)
+        keeper.attach(people)
+        write_people_csv(people, summary)
+    what = ", ".join(str(p) for p in (out, json, summary) if p)
     rate = result.frames / max(result.seconds, 1e-9)
     msg = f"{result.frames} frames, {result.faces} face detections, {rate:.1f} FPS" + (f" -> {what}" if what else "")
+    if summary is not None:
+        msg += f" ({len(people.people)} people)"
     if result.interrupted:
         console.print(f"[yellow]stopped early:[/] {msg}")
         raise typer.Exit(130)
     console.print(msg)
+
+
+@app.command()
+@friendly
+def report(
+    records: Annotated[Path, typer.Argument(help="JSONL records written by `agevision video --json`")],
+    out: Annotated[Path, typer.Option(help="the HTML page to write")] = Path("report.html"),
+    video: Annotated[Path | None, typer.Option(help="the video, for thumbnails (default: the path in the "
+                                               "records)")] = None,
+    min_track: Annotated[float, typer.Option(min=0, help="tracks seen for less than this many seconds are left "
+                                             "out as likely false detections")] = 0.5,
+    csv: Annotated[Path | None, typer.Option(help="also write the people table as CSV")] = None,
+) -> None:
+    """One self-contained HTML page about the people in a video: a table with thumbnails, the
+    age histogram by gender, the gender split with its uncertainty, people on screen over time.
+
+    The page embeds its images and opens offline.
+    """
+    from agevision.people import attach_thumbnails_from_video, read_records, summarize, write_people_csv
+    from agevision.report import write_report
+
+    people = summarize(read_records(records), min_seconds=min_track)
+    if people.people:
+        attach_thumbnails_from_video(people, video)
+    write_report(people, out, title=records.name)
+    if csv is not None:
+        write_people_csv(people, csv)
+    console.print(f"{len(people.people)} people in {Path(people.video).name} -> {out}"
+                  + (f", {csv}" if csv else ""))
 
 
 @app.command()

@@ -26,7 +26,8 @@ def _temp_path(target: Path) -> Path:
     return target.with_name(f".{target.stem}.partial{target.suffix}")
 
 
-def _check_writable(target: Path) -> Path:
+def check_writable(target: Path) -> Path:
+    """The temporary path to write `target` through; AgevisionError if `target` cannot be written."""
     target = Path(target)
     if target.is_dir():
         raise AgevisionError(f"cannot write {target}: it is a folder")
@@ -50,7 +51,7 @@ class VideoWriter:
         import av
 
         self.target = Path(target)
-        self._tmp = _check_writable(self.target)
+        self._tmp = check_writable(self.target)
         try:
             self._out = av.open(str(self._tmp), "w", format="mp4")
         except (av.error.FFmpegError, OSError) as err:
@@ -164,7 +165,8 @@ class VideoWriter:
 
 def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | None = None,
                  source: str | None = None) -> list[dict]:
-    """One JSON-ready dict per face: frame, time, track id, box, smoothed and raw age, interval, P(female)."""
+    """One JSON-ready dict per face ("type": "face"): frame, time, track id, box, detection
+    score, face quality, smoothed and raw age, 80% interval, P(female) and the gender shown."""
     records = []
     for i in range(len(faces)):
         known = not np.isnan(faces.age[i])
@@ -173,11 +175,13 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
             return None if not known or np.isnan(v) else round(float(v), nd)
 
         rec = {
+            "type": "face",
             "frame": frame_index,
             "time": round(time_s, 3),
             "track_id": int(faces.track_ids[i]),
             "box": [round(float(v), 1) for v in faces.boxes[i]],
             "score": round(float(faces.scores[i]), 3),
+            "quality": None if np.isnan(faces.quality[i]) else round(float(faces.quality[i]), 3),
             "age": num(faces.age[i], 1),
             "age_low": num(faces.age_low[i], 1),
             "age_high": num(faces.age_high[i], 1),
@@ -192,24 +196,41 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
     return records
 
 
-class JsonlWriter:
-    """Writes one JSON object per line to `target` (via a temporary file; see module doc)."""
+def video_header(path: Path, width: int, height: int, fps: float, frame_count: int) -> dict:
+    """The first record of a video's JSONL ("type": "video"): which video, its size, rate and length."""
+    from agevision import __version__
 
-    def __init__(self, target: Path) -> None:
+    return {"type": "video", "video": str(path), "width": width, "height": height, "fps": round(float(fps), 4),
+            "frame_count": frame_count, "agevision": __version__}
+
+
+class JsonlWriter:
+    """Writes one JSON object per line to `target` (via a temporary file; see module doc).
+
+    header: a record written first (see `video_header`), or None.
+    """
+
+    def __init__(self, target: Path, header: dict | None = None) -> None:
         self.target = Path(target)
-        self._tmp = _check_writable(self.target)
+        self._tmp = check_writable(self.target)
         try:
             self._file = open(self._tmp, "w")
         except OSError as err:
             raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
         self.count = 0
+        if header is not None:
+            self._file.write(json.dumps(header) + "\n")
 
     def write(self, records: list[dict]) -> None:
+        """Append records (dicts) as JSON lines."""
         for rec in records:
             self._file.write(json.dumps(rec) + "\n")
         self.count += len(records)
 
-    def close(self) -> None:
+    def close(self, end: dict | None = None) -> None:
+        """Write `end` as the last record (if given), then move the file into place."""
+        if end is not None:
+            self._file.write(json.dumps(end) + "\n")
         self._file.close()
         self._tmp.replace(self.target)
 

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, run_video
 from agevision.sinks import VideoWriter
@@ -37,8 +39,11 @@ def main() -> None:
     ap.add_argument("clip", type=Path)
     ap.add_argument("--detector", default="full")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: agevision's choice)")
     args = ap.parse_args()
     est = Estimator(device=args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         base, frames = floor_fps(args.clip, Path(tmp) / "floor.mp4")
         with VideoSource(args.clip) as src, FrameProcessor(est, detector=args.detector) as proc:
@@ -48,7 +53,8 @@ def main() -> None:
             writer.close()
             seconds = result.seconds + time.perf_counter() - t
     fps = result.frames / seconds
-    print(f"clip {args.clip.name}: {frames} frames, device {est.device}, detector {args.detector}")
+    print(f"clip {args.clip.name}: {frames} frames, device {est.device}, detector {args.detector}, "
+          f"torch threads {torch.get_num_threads()}")
     print(f"decode+encode only: {base:.1f} FPS")
     print(f"agevision video:    {fps:.1f} FPS  ({result.faces / max(result.frames, 1):.1f} faces/frame)")
     print(f"ratio:              {fps / base:.2f}")

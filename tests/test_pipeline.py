@@ -108,8 +108,13 @@ def test_video_command_end_to_end(tmp_path):
     assert float(dv.average_rate) == pytest.approx(float(sv.average_rate), rel=1e-3)
     assert dst.streams.audio and dst.streams.audio[0].codec_context.name == "aac"
     lines = [json.loads(x) for x in records.read_text().splitlines()]
-    assert len(lines) > 275  # 1-2 faces in most frames
-    assert {"frame", "time", "track_id", "box", "age", "raw_age", "age_low", "age_high", "p_female"} <= set(lines[0])
+    assert lines[0]["type"] == "video" and lines[0]["frame_count"] == 275 and lines[-1]["type"] == "end"
+    faces = lines[1:-1]
+    assert len(faces) > 275 and {r["type"] for r in faces} == {"face"}  # 1-2 faces in most frames
+    detections = int(r.output.split(" face detections")[0].split()[-1])  # "275 frames, N face detections, ..."
+    assert len(faces) == detections  # a record per detected face
+    assert {"frame", "time", "track_id", "box", "quality", "age", "raw_age", "age_low", "age_high",
+            "p_female"} <= set(faces[0])
     assert not list(tmp_path.glob(".*partial*"))
 
 
