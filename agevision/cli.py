@@ -266,7 +266,7 @@ def video(
     try:
         vw = VideoWriter(out, src.width, src.height, src.fps, audio_from=input) if out else None
         sinks.append(vw)
-        header = video_header(input, src.width, src.height, src.fps, src.frame_count)
+        header = video_header(input, src.width, src.height, src.fps, src.frame_count, smoothed=not raw)
         jw = JsonlWriter(json, header) if json else None
         sinks.append(jw)
         records = _Records(jw) if (jw or summary) else None

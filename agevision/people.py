@@ -166,7 +166,7 @@ def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
             short += 1
             continue
         estimated = [r for r in recs if r.get("age") is not None]
-        final = estimated[-1] if estimated else {}
+        final = estimated[-1] if (estimated and header.get("smoothed", True)) else _weighted_mean(estimated)
         best = max(recs, key=lambda r: (r.get("quality") or 0.0, _area(r["box"])))
         people.append(Person(
             track_id=tid, first_seen=first, last_seen=last, frames=len(recs),
@@ -182,6 +182,18 @@ def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
             on_screen[r["frame"]] += 1
     return Summary(video=str(header.get("video")), fps=fps, frame_count=frame_count, people=people,
                    short_tracks=short, min_seconds=min_seconds, on_screen=on_screen, interrupted=interrupted)
+
+
+def _weighted_mean(recs: list[dict]) -> dict:
+    """Age, interval ends and P(female) averaged over raw (unsmoothed) records, weighted by
+    face quality; {} when there are none. The gender is that of the mean P(female)."""
+    if not recs:
+        return {}
+    w = np.array([max(r.get("quality") or 0.0, 0.05) for r in recs])
+    out = {k: round(float(np.average([r[k] for r in recs], weights=w)), 3)
+           for k in ("age", "age_low", "age_high", "p_female")}
+    out["gender"] = "F" if out["p_female"] >= 0.5 else "M"
+    return out
 
 
 def _area(box: list[float]) -> float:

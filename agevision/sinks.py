@@ -196,12 +196,13 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
     return records
 
 
-def video_header(path: Path, width: int, height: int, fps: float, frame_count: int) -> dict:
-    """The first record of a video's JSONL ("type": "video"): which video, its size, rate and length."""
+def video_header(path: Path, width: int, height: int, fps: float, frame_count: int, smoothed: bool = True) -> dict:
+    """The first record of a video's JSONL ("type": "video"): which video, its size, rate and
+    length, and whether the face records' age and gender are smoothed per track."""
     from agevision import __version__
 
     return {"type": "video", "video": str(path), "width": width, "height": height, "fps": round(float(fps), 4),
-            "frame_count": frame_count, "agevision": __version__}
+            "frame_count": frame_count, "smoothed": smoothed, "agevision": __version__}
 
 
 class JsonlWriter:

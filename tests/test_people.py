@@ -53,6 +53,15 @@ def test_summary_keeps_real_tracks_and_their_final_estimates():
     assert agevision.summarize is summarize  # the notebook API
 
 
+def test_summary_of_raw_records_averages_the_track():
+    recs = _records()
+    recs[0] = {**HEADER, "smoothed": False}
+    first = summarize(recs).people[0]
+    assert first.age == pytest.approx(np.average([30 + n * 0.1 for n in range(30)],
+                                                 weights=[0.9 if n == 12 else 0.5 for n in range(30)]), abs=1e-3)
+    assert first.gender == "M" and first.p_female == pytest.approx(0.2)
+
+
 def test_summary_of_a_video_with_nobody():
     s = summarize([HEADER, {"type": "end", "frames": 30, "interrupted": False}])
     assert s.people == [] and s.frame_count == 30 and not s.on_screen.any()
