@@ -308,7 +308,8 @@ def video(
     rate = result.frames / max(result.seconds, 1e-9)
     msg = f"{result.frames} frames, {result.faces} face detections, {rate:.1f} FPS" + (f" -> {what}" if what else "")
     if summary is not None:
-        msg += f" ({len(people.people)} people)"
+        n = len(people.people)
+        msg += f" ({n} {'person' if n == 1 else 'people'})"
     if result.interrupted:
         console.print(f"[yellow]stopped early:[/] {msg}")
         raise typer.Exit(130)
@@ -340,7 +341,8 @@ def report(
     write_report(people, out, title=records.name)
     if csv is not None:
         write_people_csv(people, csv)
-    console.print(f"{len(people.people)} people in {Path(people.video).name} -> {out}"
+    n = len(people.people)
+    console.print(f"{n} {'person' if n == 1 else 'people'} in {Path(people.video).name} -> {out}"
                   + (f", {csv}" if csv else ""))
 
 
