@@ -269,7 +269,7 @@ def video(
         header = video_header(input, src.width, src.height, src.fps, src.frame_count, smoothed=not raw)
         jw = JsonlWriter(json, header) if json else None
         sinks.append(jw)
-        records = _Records(jw) if (jw or summary) else None
+        records = _Records(jw) if summary else jw  # the summary needs every record at the end
         keeper = ThumbnailKeeper() if summary else None
         window = _window("agevision") if show else None
         with _processor(weights, device, detector or "full", min_face, smooth=not raw) as proc:

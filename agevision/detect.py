@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agevision.errors import AgevisionError
-from agevision.faces import Faces
+from agevision.faces import Faces, iou
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MODEL_FILES = {
@@ -44,8 +44,6 @@ def _quiet_stderr():
 def suppress_overlaps(boxes: np.ndarray, scores: np.ndarray, max_overlap: float) -> np.ndarray:
     """Indices of the boxes to keep, best score first: each box overlapping a better one by
     more than `max_overlap` (IoU) is dropped."""
-    from agevision.track import iou
-
     keep: list[int] = []
     for i in np.argsort(-scores):
         if not keep or iou(boxes[i : i + 1], boxes[keep]).max() <= max_overlap:

@@ -167,7 +167,7 @@ def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
             continue
         estimated = [r for r in recs if r.get("age") is not None]
         final = estimated[-1] if (estimated and header.get("smoothed", True)) else _weighted_mean(estimated)
-        best = max(recs, key=lambda r: (r.get("quality") or 0.0, _area(r["box"])))
+        best = max(recs, key=lambda r: best_face_key(r.get("quality"), r["box"]))
         people.append(Person(
             track_id=tid, first_seen=first, last_seen=last, frames=len(recs),
             age=final.get("age"), age_low=final.get("age_low"), age_high=final.get("age_high"),
@@ -196,8 +196,10 @@ def _weighted_mean(recs: list[dict]) -> dict:
     return out
 
 
-def _area(box: list[float]) -> float:
-    return max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+def best_face_key(quality: float | None, box) -> tuple[float, float]:
+    """Sort key of a track's faces, best last: quality (3 decimals, as in the records), then box area."""
+    q = 0.0 if quality is None or math.isnan(quality) else float(quality)
+    return round(q, 3), max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
 
 
 def cut_thumbnail(frame_bgr: np.ndarray, box: Iterable[float]) -> np.ndarray:
@@ -232,8 +234,7 @@ class ThumbnailKeeper:
     def update(self, frame_index: int, frame_bgr: np.ndarray, faces) -> None:
         """Consider the faces (a Faces record with track ids and quality) of one BGR frame."""
         for i, tid in enumerate(faces.track_ids):
-            q = float(faces.quality[i]) if not np.isnan(faces.quality[i]) else 0.0
-            key = (round(q, 3), _area(faces.boxes[i]))
+            key = best_face_key(float(faces.quality[i]), faces.boxes[i])
             if int(tid) not in self._best or key > self._best[int(tid)]:
                 self._best[int(tid)] = key
                 self.thumbnails[int(tid)] = (frame_index, cut_thumbnail(frame_bgr, faces.boxes[i]))

@@ -32,7 +32,7 @@ class StageTimes:
     """Accumulated seconds per stage, for `agevision bench`."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("detect", "track", "crop+model", "smooth", "render"), 0.0))
+        ("detect", "quality", "track", "crop+model", "smooth", "render"), 0.0))
     frames: int = 0
 
     def ms_per_frame(self) -> dict[str, float]:
@@ -64,6 +64,7 @@ class FrameProcessor:
         t = self.times.seconds
         t0 = time.perf_counter()
         faces = self.detector.detect(frame_bgr)
+        tq = time.perf_counter()
         faces.quality = face_quality(frame_bgr, faces)
         t1 = time.perf_counter()
         self.tracker.update(faces)
@@ -74,7 +75,8 @@ class FrameProcessor:
         if self.smoother is not None:
             self.smoother.update(faces, self.tracker.ended)
         t4 = time.perf_counter()
-        t["detect"] += t1 - t0
+        t["detect"] += tq - t0
+        t["quality"] += t1 - tq
         t["track"] += t2 - t1
         t["crop+model"] += t3 - t2
         t["smooth"] += t4 - t3

@@ -20,22 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agevision.faces import Faces
+from agevision.faces import Faces, iou
 from agevision.model.estimator import summarize_distribution
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of x0,y0,x1,y1 boxes."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
 
 
 @dataclass
@@ -167,7 +153,7 @@ class Smoother:
                 mean_p = st.age_sum / st.weight
                 mean = float(mean_p @ self.age_bins)
                 std = float(np.sqrt(max(mean_p @ (self.age_bins - mean) ** 2, 0.0)))
-                if abs(float(p @ self.age_bins) - mean) > self.outlier * max(std, 3.0):
+                if abs(float(faces.age[row]) - mean) > self.outlier * max(std, 3.0):
                     w *= 0.25
             st.age_sum = self.decay * st.age_sum + w * p
             st.female_sum = self.decay * st.female_sum + w * float(faces.p_female[row])

@@ -194,6 +194,7 @@ def train(cfg: TrainConfig, console=None) -> dict:
             scheduler.load_state_dict(ckpt["scheduler"])
             if ema is not None and "ema" in ckpt:
                 ema.model.load_state_dict(ckpt["ema"])
+                ema.updates = int(ckpt.get("ema_updates", 0))
             start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
             console.print(f"resuming from {cfg.checkpoint} after epoch {start_epoch}")
         else:
@@ -237,7 +238,7 @@ def train(cfg: TrainConfig, console=None) -> dict:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
                         "config_key": _config_key(cfg, len(samples)),
-                        **({"ema": ema.model.state_dict()} if ema else {})}, tmp)
+                        **({"ema": ema.model.state_dict(), "ema_updates": ema.updates} if ema else {})}, tmp)
             tmp.replace(cfg.checkpoint)
 
     if ema is not None:
