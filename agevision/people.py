@@ -171,7 +171,7 @@ def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
         people.append(Person(
             track_id=tid, first_seen=first, last_seen=last, frames=len(recs),
             age=final.get("age"), age_low=final.get("age_low"), age_high=final.get("age_high"),
-            gender=final.get("gender"), p_female=final.get("p_female"),
+            gender=_gender(final.get("p_female")), p_female=final.get("p_female"),
             best_frame=int(best["frame"]), best_box=list(best["box"]), best_quality=float(best.get("quality") or 0.0),
         ))
     people.sort(key=lambda p: (p.first_seen, p.track_id))
@@ -184,15 +184,20 @@ def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
                    short_tracks=short, min_seconds=min_seconds, on_screen=on_screen, interrupted=interrupted)
 
 
+def _gender(p_female: float | None) -> str | None:
+    """The summary's gender from the track's final P(female). The label shown on the video
+    may differ near 0.5: the smoother holds it steady there (hysteresis)."""
+    return None if p_female is None else ("F" if p_female >= 0.5 else "M")
+
+
 def _weighted_mean(recs: list[dict]) -> dict:
     """Age, interval ends and P(female) averaged over raw (unsmoothed) records, weighted by
-    face quality; {} when there are none. The gender is that of the mean P(female)."""
+    face quality; {} when there are none."""
     if not recs:
         return {}
     w = np.array([max(r.get("quality") or 0.0, 0.05) for r in recs])
     out = {k: round(float(np.average([r[k] for r in recs], weights=w)), 3)
            for k in ("age", "age_low", "age_high", "p_female")}
-    out["gender"] = "F" if out["p_female"] >= 0.5 else "M"
     return out
 
 

@@ -62,6 +62,14 @@ def test_summary_of_raw_records_averages_the_track():
     assert first.gender == "M" and first.p_female == pytest.approx(0.2)
 
 
+def test_summary_gender_follows_the_final_probability():
+    recs = _records()
+    last = max(i for i, r in enumerate(recs) if r.get("track_id") == 0)
+    recs[last] = {**recs[last], "p_female": 0.4, "gender": "F"}  # the label held by the smoother's hysteresis
+    first = summarize(recs).people[0]
+    assert (first.gender, first.p_female) == ("M", 0.4)
+
+
 def test_summary_of_a_video_with_nobody():
     s = summarize([HEADER, {"type": "end", "frames": 30, "interrupted": False}])
     assert s.people == [] and s.frame_count == 30 and not s.on_screen.any()
