@@ -51,8 +51,31 @@ def align_crops(frame_bgr: np.ndarray, faces: Faces, size: int) -> np.ndarray:
     """
     crops = np.empty((len(faces), size, size, 3), np.uint8)
     for i, mat in enumerate(crop_transforms(faces, size)):
-        crop = cv2.warpAffine(
-            frame_bgr, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        source, mat = _shrunk_source(frame_bgr, mat, size)
+        crop = cv2.warpAffine(source, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         crops[i] = crop[:, :, ::-1]
     return crops
+
+
+def _shrunk_source(frame: np.ndarray, mat: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of `frame` that a crop by `mat` sees, area-shrunk to the crop's scale.
+
+    Returns (source image, matrix mapping it onto the crop). For a crop at scale >= 0.8 of
+    the frame, returns (frame, mat) unchanged.
+    """
+    scale = float(np.sqrt(abs(np.linalg.det(mat[:, :2]))))
+    if scale >= 0.8:
+        return frame, mat
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+    footprint = corners @ cv2.invertAffineTransform(mat).T
+    h, w = frame.shape[:2]
+    x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 1, 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(footprint.max(axis=0)).astype(int) + 2, [x0 + 1, y0 + 1], [w, h])
+    roi = frame[y0:y1, x0:x1]
+    out_w, out_h = max(round((x1 - x0) * scale), 1), max(round((y1 - y0) * scale), 1)
+    small = cv2.resize(roi, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    fx, fy = out_w / (x1 - x0), out_h / (y1 - y0)
+    # pixel q of `small` covers frame point p = (q + 0.5) / f - 0.5 + (x0, y0); crop = A @ p + t
+    a = mat[:, :2] / np.array([fx, fy])
+    t = mat[:, 2] + mat[:, :2] @ (np.array([x0, y0], np.float64) + 0.5 / np.array([fx, fy]) - 0.5)
+    return small, np.hstack([a, t[:, None]])

@@ -85,3 +85,36 @@ def test_make_crops_counts_fallbacks_and_unreadable(tmp_path, utkface):
     assert result.crops.shape == (3, SIZE, SIZE, 3)
     assert result.found.tolist() == [True, True, False]
     assert result.readable.tolist() == [True, True, True, False]
+
+
+def _face_at(cx, top, width):
+    from agevision.faces import Faces
+
+    box = np.array([[cx - width / 2, top, cx + width / 2, top + width]], np.float32)
+    kps = np.zeros((1, 6, 2), np.float32)
+    kps[0, RIGHT_EYE] = [cx - 0.2 * width, top + 0.35 * width]
+    kps[0, LEFT_EYE] = [cx + 0.2 * width, top + 0.37 * width]
+    return Faces(boxes=box, keypoints=kps, scores=np.ones(1, np.float32))
+
+
+def test_large_face_crop_is_anti_aliased():
+    # One-pixel stripes shrunk 4x must average to grey, not alias into coarse stripes.
+    frame = np.zeros((800, 800, 3), np.uint8)
+    frame[:, ::2] = 255
+    crop = align_crops(frame, _face_at(400, 200, 280), 112)[0].astype(float)
+    assert abs(crop.mean() - 127.5) < 3
+    assert crop[20:-20, 20:-20].std() < 3
+    plain = cv2.warpAffine(frame, crop_transforms(_face_at(400, 200, 280), 112)[0], (112, 112))
+    assert plain[20:-20, 20:-20].std() > 30  # what a plain bilinear warp gives
+
+
+def test_shrunk_crop_lands_where_the_plain_warp_does():
+    # On a smooth image, shrinking first must not move the crop; also near the frame edge.
+    yy, xx = np.mgrid[0:900, 0:1200].astype(np.float64)
+    frame = np.stack([127 + 120 * np.sin(xx / 60), 127 + 120 * np.cos(yy / 45), 127 + 100 * np.sin((xx + yy) / 80)], -1)
+    frame = frame.astype(np.uint8)
+    for face in (_face_at(600, 250, 450), _face_at(150, 300, 400)):
+        mat = crop_transforms(face, 112)[0]
+        plain = cv2.warpAffine(frame, mat, (112, 112), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        diff = np.abs(align_crops(frame, face, 112)[0].astype(float) - plain[:, :, ::-1])
+        assert diff.mean() < 1.0

@@ -1,4 +1,4 @@
-"""Batch augmentation on tensors: flips, small affine jitter and photometric changes.
+"""Batch augmentation on tensors: flips, small affine jitter, lost resolution and photometric changes.
 
 All of it runs on whole (N, 3, S, S) float batches, on the training device, so that no
 data-loader workers are needed on a 2-core machine.
@@ -13,9 +13,11 @@ import torch.nn.functional as F
 
 
 def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Randomly flip, rotate (±10°), scale (±8%), shift (±5%) and recolour a float batch.
+    """Randomly flip, rotate (±10°), scale (±8%), shift (±5%), blur and recolour a float batch.
 
-    x: (N, 3, S, S) float in [0, 255]. Returns a new tensor of the same shape.
+    Blur: a fifth of the faces are shrunk to 35-100% of their size and blown up again, as a
+    small face in a wide video frame is. x: (N, 3, S, S) float in [0, 255]. Returns a new
+    tensor of the same shape.
     """
     n, dev = len(x), x.device
 
@@ -32,6 +34,7 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x = _lose_resolution(x, rand(n) < 0.2, 0.35 + 0.65 * float(rand(1)))
     brightness = (rand(n, 1, 1, 1) * 2 - 1) * 25
     contrast = 1 + (rand(n, 1, 1, 1) * 2 - 1) * 0.25
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -39,3 +42,14 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
     gray = rand(n, 1, 1, 1) < 0.1
     x = torch.where(gray, x.mean(dim=1, keepdim=True).expand_as(x), x)
     return x.clamp(0, 255)
+
+
+def _lose_resolution(x: torch.Tensor, chosen: torch.Tensor, factor: float) -> torch.Tensor:
+    """`x` with the `chosen` images shrunk by `factor` (anti-aliased) and enlarged back."""
+    if not chosen.any() or factor >= 0.99:
+        return x
+    size = x.shape[-1]
+    small = F.interpolate(x[chosen], size=max(int(size * factor), 8), mode="bilinear", antialias=True)
+    x = x.clone()
+    x[chosen] = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+    return x

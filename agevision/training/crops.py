@@ -164,7 +164,7 @@ def _files_key(paths: list[Path], *extra: object) -> str:
 
 def cache_key(paths: list[Path], size: int, kind: str) -> str:
     """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment."""
-    return _files_key(paths, size, kind, align.BOX_FRACTION, align.CENTER, "v3")
+    return _files_key(paths, size, kind, align.BOX_FRACTION, align.CENTER, "v4-area")
 
 
 def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", progress=None) -> list:
