@@ -144,17 +144,23 @@ DetectorOpt = Annotated[
                  "(also finds small, distant faces). Default: short for webcam, full for video and images."),
 ]
 MinFaceOpt = Annotated[int, typer.Option(help="faces narrower than this (pixels) get a box but no age/gender")]
+DETECT_EVERY = 3
+DetectEveryOpt = Annotated[int, typer.Option(
+    min=1, help="detect and estimate faces on every n-th frame; in between, boxes follow the faces by optical "
+    "flow and labels stay (1: detect on every frame, slower)")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available)")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="weights folder (default: the shipped weights/)")]
 
 
-def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True):
+def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True,
+               detect_every: int = 1):
     from agevision.model.estimator import Estimator
     from agevision.pipeline import FrameProcessor
 
     if detector not in ("short", "full"):
         raise AgevisionError(f"--detector must be 'short' or 'full', not {detector!r}")
-    return FrameProcessor(Estimator(weights, device), detector=detector, min_face=min_face, smooth=smooth)
+    return FrameProcessor(Estimator(weights, device), detector=detector, min_face=min_face, smooth=smooth,
+                          detect_every=detect_every)
 
 
 def _window(title: str):
@@ -185,6 +191,7 @@ def webcam(
     source: Annotated[Path | None, typer.Option(help="play this video file through the live loop instead")] = None,
     detector: DetectorOpt = None,
     min_face: MinFaceOpt = 24,
+    detect_every: DetectEveryOpt = DETECT_EVERY,
     snapshots: Annotated[Path, typer.Option(help="folder for snapshots (key s)")] = Path("."),
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
@@ -200,7 +207,7 @@ def webcam(
     src = VideoSource(source) if source is not None else CameraSource(camera, width, height)
     try:
         show, read_key, close = _window("agevision")
-        with _processor(weights, device, detector or "short", min_face) as proc:
+        with _processor(weights, device, detector or "short", min_face, detect_every=detect_every) as proc:
             try:
                 result = run_live(proc, src, show, read_key, snapshot_dir=snapshots)
             finally:
@@ -237,6 +244,7 @@ def video(
     show: Annotated[bool, typer.Option(help="also show the annotated video in a window")] = False,
     detector: DetectorOpt = None,
     min_face: MinFaceOpt = 24,
+    detect_every: DetectEveryOpt = DETECT_EVERY,
     raw: Annotated[bool, typer.Option(help="label raw per-frame estimates (no temporal smoothing)")] = False,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
@@ -266,13 +274,15 @@ def video(
     try:
         vw = VideoWriter(out, src.width, src.height, src.fps, audio_from=input) if out else None
         sinks.append(vw)
-        header = video_header(input, src.width, src.height, src.fps, src.frame_count, smoothed=not raw)
+        header = video_header(input, src.width, src.height, src.fps, src.frame_count, smoothed=not raw,
+                              detect_every=detect_every)
         jw = JsonlWriter(json, header) if json else None
         sinks.append(jw)
         records = _Records(jw) if summary else jw  # the summary needs every record at the end
         keeper = ThumbnailKeeper() if summary else None
         window = _window("agevision") if show else None
-        with _processor(weights, device, detector or "full", min_face, smooth=not raw) as proc:
+        with _processor(weights, device, detector or "full", min_face, smooth=not raw,
+                        detect_every=detect_every) as proc:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
             with Progress(*columns, console=console) as bar:
@@ -306,7 +316,7 @@ def video(
         write_people_csv(people, summary)
     what = ", ".join(str(p) for p in (out, json, summary) if p)
     rate = result.frames / max(result.seconds, 1e-9)
-    msg = f"{result.frames} frames, {result.faces} face detections, {rate:.1f} FPS" + (f" -> {what}" if what else "")
+    msg = f"{result.frames} frames, {result.faces} face boxes, {rate:.1f} FPS" + (f" -> {what}" if what else "")
     if summary is not None:
         n = len(people.people)
         msg += f" ({n} {'person' if n == 1 else 'people'})"

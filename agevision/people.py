@@ -165,9 +165,11 @@ def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
         if (last - first) + 1 / fps < min_seconds:
             short += 1
             continue
-        estimated = [r for r in recs if r.get("age") is not None]
+        # frames between detections ("detected": false) repeat the last estimate on a predicted box
+        seen = [r for r in recs if r.get("detected", True)] or recs
+        estimated = [r for r in seen if r.get("age") is not None]
         final = estimated[-1] if (estimated and header.get("smoothed", True)) else _weighted_mean(estimated)
-        best = max(recs, key=lambda r: best_face_key(r.get("quality"), r["box"]))
+        best = max(seen, key=lambda r: best_face_key(r.get("quality"), r["box"]))
         people.append(Person(
             track_id=tid, first_seen=first, last_seen=last, frames=len(recs),
             age=final.get("age"), age_low=final.get("age_low"), age_high=final.get("age_high"),

@@ -1,4 +1,4 @@
-"""The frame loop: source -> detect -> track -> estimate -> smooth -> render -> sinks.
+"""The frame loop: source -> detect (or follow) -> track -> estimate -> smooth -> render -> sinks.
 
 `FrameProcessor` runs the stages on one frame. `run_video` drives a file through it to an
 annotated video and/or JSONL records with a progress bar; `run_live` shows a window (webcam
@@ -22,6 +22,7 @@ from agevision.detect import FaceDetector
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
 from agevision.model.estimator import Estimator
+from agevision.motion import FaceFlow
 from agevision.quality import face_quality
 from agevision.render import Renderer
 from agevision.track import Smoother, Tracker
@@ -44,10 +45,21 @@ class FrameProcessor:
 
     detector: "short" or "full". min_face: faces narrower than this many pixels get a box
     but no age or gender. smooth: False shows the raw per-frame estimates.
+    detect_every: detect faces (and estimate them) on every n-th frame only; on the frames
+    in between each face is followed by optical flow (`motion.FaceFlow`; where that fails,
+    its track's predicted path) and keeps its last estimates.
+    After process(), `detected` says whether that frame was a detection frame.
     """
 
     def __init__(self, estimator: Estimator, detector: str = "full", min_face: int = 24, smooth: bool = True,
-                 renderer: Renderer | None = None) -> None:
+                 renderer: Renderer | None = None, detect_every: int = 1) -> None:
+        if detect_every < 1:
+            raise AgevisionError(f"detect_every must be at least 1, got {detect_every}")
+        self.detect_every = detect_every
+        self.detected = False
+        self._index = -1
+        self._last: Faces | None = None
+        self.flow = FaceFlow() if detect_every > 1 else None
         self.estimator = estimator
         self.detector = FaceDetector(detector)
         self.min_face = min_face
@@ -59,8 +71,14 @@ class FrameProcessor:
     def process(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces]:
         """Detect, track, estimate and smooth the faces of one BGR frame.
 
-        Returns (smoothed faces, raw per-frame estimates of the same faces).
+        Returns (smoothed faces, raw per-frame estimates of the same faces). On a frame
+        between detections (see `detect_every`) the raw estimates are NaN.
         """
+        self._index += 1
+        self.times.frames += 1
+        if self._last is not None and self._index % self.detect_every:
+            return self._coast(frame_bgr)
+        self.detected = True
         t = self.times.seconds
         t0 = time.perf_counter()
         faces = self.detector.detect(frame_bgr)
@@ -80,7 +98,22 @@ class FrameProcessor:
         t["track"] += t2 - t1
         t["crop+model"] += t3 - t2
         t["smooth"] += t4 - t3
-        self.times.frames += 1
+        self._last = faces
+        if self.flow is not None:
+            self.flow.remember(frame_bgr, faces)
+            t["track"] += time.perf_counter() - t4
+        return faces, raw
+
+    def _coast(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces]:
+        """A frame between detections: the last faces followed into `frame_bgr`."""
+        t0 = time.perf_counter()
+        faces = self.tracker.coast(self._last, self.flow.follow(frame_bgr, self._last))
+        self.flow.remember(frame_bgr, faces)
+        nan = np.full(len(faces), np.nan, np.float32)
+        raw = replace(faces, age=nan, age_low=nan, age_high=nan, p_female=nan, age_probs=None)
+        self.detected = False
+        self._last = faces
+        self.times.seconds["track"] += time.perf_counter() - t0
         return faces, raw
 
     def draw(self, frame_bgr: np.ndarray, faces: Faces, **hud) -> np.ndarray:
@@ -163,8 +196,8 @@ def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: floa
             if jsonl_writer is not None:
                 from agevision.sinks import face_records
 
-                jsonl_writer.write(face_records(faces, n - 1, (n - 1) / fps, raw))
-            if thumbnails is not None:
+                jsonl_writer.write(face_records(faces, n - 1, (n - 1) / fps, raw, detected=processor.detected))
+            if thumbnails is not None and processor.detected:
                 thumbnails.update(n - 1, frame, faces)
             if video_writer is not None or show is not None:
                 annotated = processor.draw(frame, faces, fps=current)

@@ -164,9 +164,11 @@ class VideoWriter:
 
 
 def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | None = None,
-                 source: str | None = None) -> list[dict]:
+                 source: str | None = None, detected: bool = True) -> list[dict]:
     """One JSON-ready dict per face ("type": "face"): frame, time, track id, box, detection
-    score, face quality, smoothed and raw age, 80% interval, P(female) and the gender shown."""
+    score, face quality, smoothed and raw age, 80% interval, P(female), the gender shown, and
+    whether the face was detected in this frame (False: a frame between detections, where the
+    box is the tracker's prediction and the estimates are carried over)."""
     records = []
     for i in range(len(faces)):
         known = not np.isnan(faces.age[i])
@@ -189,6 +191,7 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
             "gender": ("F" if faces.female[i] else "M") if known else None,
             "raw_age": num(raw.age[i], 1) if raw is not None else None,
             "raw_p_female": num(raw.p_female[i], 3) if raw is not None else None,
+            "detected": detected,
         }
         if source is not None:
             rec["source"] = source
@@ -196,13 +199,16 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
     return records
 
 
-def video_header(path: Path, width: int, height: int, fps: float, frame_count: int, smoothed: bool = True) -> dict:
+def video_header(path: Path, width: int, height: int, fps: float, frame_count: int, smoothed: bool = True,
+                 detect_every: int = 1) -> dict:
     """The first record of a video's JSONL ("type": "video"): which video, its size, rate and
-    length, and whether the face records' age and gender are smoothed per track."""
+    length, whether the face records' age and gender are smoothed per track, and on every
+    how many frames faces were detected."""
     from agevision import __version__
 
     return {"type": "video", "video": str(path), "width": width, "height": height, "fps": round(float(fps), 4),
-            "frame_count": frame_count, "smoothed": smoothed, "agevision": __version__}
+            "frame_count": frame_count, "smoothed": smoothed, "detect_every": detect_every,
+            "agevision": __version__}
 
 
 class JsonlWriter:

@@ -4,7 +4,8 @@
 box overlap (IoU), best pairs first; a face left over is then matched to a track that lost
 its face for a few frames if their centres are close and sizes alike (the detector missed
 the face for a moment); other faces start new tracks; a track survives `max_missed` frames
-without a face.
+without a face. `Tracker.coast(faces)` moves the clock on a frame in which nothing was
+detected, carrying the faces along their tracks' predicted paths.
 
 `Smoother.update(faces)` replaces each face's age and gender by a confidence-weighted mean,
 in probability space, of its track's estimates. A person's age does not change during a
@@ -73,6 +74,32 @@ class Tracker:
             del self._tracks[i]
         faces.track_ids = assigned
         return faces
+
+    def coast(self, faces: Faces, boxes: np.ndarray | None = None) -> Faces:
+        """Move the clock one frame on without a detection.
+
+        faces: the tracked faces of the previous frame. boxes: (N, 4) where each of them was
+        measured to be now (e.g. `motion.FaceFlow.follow`), NaN rows unknown. Returns a copy
+        of the faces still tracked, each box at its measured place or else where its track
+        predicts it, keypoints moved with the box; every other field (ids, estimates,
+        quality) carried over. The tracks themselves keep their last detected boxes.
+        """
+        self._frame += 1
+        self.ended = []
+        keep = np.array([i for i, t in enumerate(faces.track_ids) if int(t) in self._tracks], np.int64)
+        out = faces.subset(keep)
+        measured = None if boxes is None else np.asarray(boxes, np.float64)[keep]
+        for row, tid in enumerate(out.track_ids):
+            old = out.boxes[row].astype(np.float64)
+            if measured is not None and not np.isnan(measured[row]).any():
+                new = measured[row]
+            else:
+                new = self._tracks[int(tid)].predicted(self._frame).astype(np.float64)
+            zoom = (new[2] - new[0]) / max(old[2] - old[0], 1e-6)
+            old_c, new_c = (old[:2] + old[2:]) / 2, (new[:2] + new[2:]) / 2
+            out.keypoints[row] = (out.keypoints[row] - old_c) * zoom + new_c
+            out.boxes[row] = new
+        return out
 
     def _moved(self, track: _Track | None, box: np.ndarray) -> _Track:
         """The track seen at `box` in the current frame, its velocity updated (new tracks stand still)."""

@@ -62,6 +62,19 @@ def test_summary_of_raw_records_averages_the_track():
     assert first.gender == "M" and first.p_female == pytest.approx(0.2)
 
 
+def test_summary_counts_frames_between_detections_but_takes_estimates_from_detections():
+    recs = [{**HEADER, "smoothed": False, "detect_every": 3}]
+    for n in range(30):  # detected on every 3rd frame; in between the last estimate is carried
+        age = 20.0 + (n - n % 3)
+        recs.append({**_face(n - n % 3, 0, age=age, quality=0.99 if n == 13 else 0.5), "frame": n,
+                     "time": n / 10, "detected": n % 3 == 0})
+    recs.append({"type": "end", "frames": 30, "interrupted": False})
+    person = summarize(recs).people[0]
+    assert person.frames == 30 and person.last_seen == 2.9
+    assert person.age == pytest.approx(np.mean([20.0 + n for n in range(0, 30, 3)]), abs=1e-3)
+    assert person.best_frame % 3 == 0  # a carried box is a prediction: never the thumbnail
+
+
 def test_summary_gender_follows_the_final_probability():
     recs = _records()
     last = max(i for i, r in enumerate(recs) if r.get("track_id") == 0)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agevision.cli import app
-from agevision.faces import Faces
+from agevision.faces import Faces, iou
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, run_live
 from agevision.render import Renderer
@@ -46,6 +46,22 @@ def test_detector_tracker_and_estimator_on_a_talking_head(estimator):
             ids.add(int(faces.track_ids[0]))
             assert 0 < faces.age[0] < 100 and 0 <= faces.p_female[0] <= 1
     assert ids == {0}
+
+
+def test_faces_followed_between_detections_stay_on_the_face(estimator):
+    frames = _frames(TALKING, 30)
+    with FrameProcessor(estimator, detector="full") as every, FrameProcessor(estimator, detector="full",
+                                                                            detect_every=3) as third:
+        for n, frame in enumerate(frames):
+            truth, _ = every.process(frame)
+            faces, raw = third.process(frame)
+            assert third.detected == (n % 3 == 0)
+            assert len(faces) == 1 and int(faces.track_ids[0]) == 0
+            assert iou(faces.boxes, truth.boxes)[0, 0] > 0.85
+            if third.detected:
+                assert np.allclose(faces.boxes, truth.boxes)
+            else:  # labels carried over, no new raw estimate
+                assert np.isnan(raw.age[0]) and not np.isnan(faces.age[0])
 
 
 def _faces(box, age_peak, p_female, score=0.9):
@@ -111,10 +127,15 @@ def test_video_command_end_to_end(tmp_path):
     assert lines[0]["type"] == "video" and lines[0]["frame_count"] == 275 and lines[-1]["type"] == "end"
     faces = lines[1:-1]
     assert len(faces) > 275 and {r["type"] for r in faces} == {"face"}  # 1-2 faces in most frames
-    detections = int(r.output.split(" face detections")[0].split()[-1])  # "275 frames, N face detections, ..."
-    assert len(faces) == detections  # a record per detected face
+    boxes = int(r.output.split(" face boxes")[0].split()[-1])  # "275 frames, N face boxes, ..."
+    assert len(faces) == boxes  # a record per face per frame
     assert {"frame", "time", "track_id", "box", "quality", "age", "raw_age", "age_low", "age_high",
-            "p_female"} <= set(faces[0])
+            "p_female", "detected"} <= set(faces[0])
+    # faces are detected and estimated on every 3rd frame (the default) and followed between
+    detected = {r["frame"] for r in faces if r["detected"]}
+    assert detected <= set(range(0, 275, 3)) and len(detected) > 80
+    assert all(r["raw_age"] is None for r in faces if not r["detected"])
+    assert all(r["raw_age"] is not None for r in faces if r["detected"] and r["age"] is not None)
     assert not list(tmp_path.glob(".*partial*"))
 
 

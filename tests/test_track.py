@@ -62,3 +62,38 @@ def test_quality_prefers_a_frontal_sharp_face():
     q = face_quality(frame, faces)[0]
     blurred = face_quality(cv2.GaussianBlur(frame, (0, 0), 4), faces)[0]
     assert 0.3 < q <= 1 and blurred < q
+
+
+def test_coast_carries_faces_along_their_tracks():
+    tracker = Tracker()
+    for k in range(8):  # moving 10 px right per frame
+        last = tracker.update(_face([100 + 10 * k, 100, 200 + 10 * k, 200], keypoints=[[140 + 10 * k, 130]] * 6))
+    coasted = tracker.coast(last)
+    assert np.allclose(coasted.boxes, [[180, 100, 280, 200]], atol=0.5)  # predicted one frame on
+    assert np.allclose(coasted.keypoints[0, 0], [220, 130], atol=0.5)  # keypoints move with the box
+    assert coasted.track_ids[0] == last.track_ids[0] and coasted.age[0] == last.age[0]
+    measured = tracker.coast(coasted, np.array([[195, 110, 295, 210]], np.float32))
+    assert np.allclose(measured.boxes, [[195, 110, 295, 210]])  # a measured box wins over the prediction
+    # unknown (NaN): the track's prediction, three frames after its last detection
+    assert np.allclose(tracker.coast(measured, np.full((1, 4), np.nan)).boxes, [[200, 100, 300, 200]], atol=0.5)
+    # the next detection continues the same track
+    assert tracker.update(_face([210, 100, 310, 200])).track_ids[0] == last.track_ids[0]
+
+
+def test_face_flow_measures_how_a_real_face_moved():
+    from agevision.motion import FaceFlow
+
+    with VideoSource(VIDEOS / "LivePortrait__driving_d3.mp4") as src:
+        frame = next(iter(src))
+    with FaceDetector("full") as det:
+        faces = det.detect(frame)
+    assert len(faces) == 1
+    flow = FaceFlow()
+    flow.remember(frame, faces)
+    shifted = cv2.warpAffine(frame, np.float32([[1, 0, 9], [0, 1, -6]]), frame.shape[1::-1],
+                             borderMode=cv2.BORDER_REPLICATE)
+    moved = flow.follow(shifted, faces)
+    assert np.allclose(moved - faces.boxes, [[9, -6, 9, -6]], atol=1.0)
+    assert np.isnan(flow.follow(shifted, Faces())).all() and flow.follow(shifted, Faces()).shape == (0, 4)
+    flat = np.full_like(frame, 128)  # nothing to follow: unknown, not a guess
+    assert np.isnan(flow.follow(flat, faces)).all()
