@@ -1,11 +1,12 @@
 """Raw vs smoothed estimates per talking-head clip: the temporal smoother's effect.
 
-Usage: python scripts/smoothing_report.py [CLIP ...] [--decay 0.998 ...] [--detector full]
+Usage: python scripts/smoothing_report.py [CLIP ...] [--decay 0.998 ...] [--detector full] [--detect-every N]
 (default clips: the one-person clips in ../shared). Each clip goes once through detection,
 tracking and the model; the raw per-frame estimates are then replayed through a Smoother
 per --decay value (the shipped default first), so settings are compared on the same frames.
 For each clip's longest track: standard deviation of the raw and the smoothed age after the
-first second, and gender flips (frames where the shown label changes), raw vs smoothed.
+first second, and gender flips (frames where the shown label changes), raw vs smoothed,
+over the frames with a new estimate (every --detect-every-th; the default is agevision video's).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agevision.cli import DETECT_EVERY
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor
 from agevision.sources import VideoSource
@@ -25,13 +27,15 @@ VIDEOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "vi
 ONE_PERSON = ("LivePortrait__driving", "SadTalker", "video-retalking")
 
 
-def raw_frames(estimator: Estimator, path: Path, detector: str) -> tuple[list, float]:
-    """Per frame: the tracked faces with raw (unsmoothed) estimates. Returns (frames, fps)."""
+def raw_frames(estimator: Estimator, path: Path, detector: str, detect_every: int) -> tuple[list, float]:
+    """Per frame: the tracked faces with raw (unsmoothed) estimates (NaN on frames between
+    detections). Returns (frames, fps)."""
     frames = []
-    with VideoSource(path) as src, FrameProcessor(estimator, detector=detector, smooth=False) as proc:
+    with VideoSource(path) as src, FrameProcessor(estimator, detector=detector, smooth=False,
+                                                  detect_every=detect_every) as proc:
         for frame in src:
-            faces, _ = proc.process(frame)
-            frames.append((faces, list(proc.tracker.ended)))
+            _, raw = proc.process(frame)
+            frames.append((raw, list(proc.tracker.ended)))
         return frames, float(src.fps)
 
 
@@ -65,6 +69,7 @@ def main() -> None:
     ap.add_argument("clips", nargs="*", type=Path)
     ap.add_argument("--decay", nargs="+", type=float, default=[Smoother(np.arange(2)).decay])
     ap.add_argument("--detector", default="full")
+    ap.add_argument("--detect-every", type=int, default=DETECT_EVERY, help="as in agevision video")
     args = ap.parse_args()
     clips = args.clips or sorted(p for p in VIDEOS.glob("*.mp4") if p.name.startswith(ONE_PERSON))
     est = Estimator()
@@ -72,7 +77,7 @@ def main() -> None:
     print(f"{'clip':<46}{'tracks':>7}{'frames':>7}{'age':>6}{'raw std':>9}{'flips':>6}{head}")
     worst = {d: [] for d in args.decay}
     for clip in clips:
-        frames, fps = raw_frames(est, clip, args.detector)
+        frames, fps = raw_frames(est, clip, args.detector, args.detect_every)
         base = replay(frames, fps, None)
         if not base["frames"]:
             print(f"{clip.name:<46} no face")
