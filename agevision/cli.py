@@ -155,12 +155,13 @@ WeightsOpt = Annotated[Path | None, typer.Option(help="weights folder (default: 
 def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True,
                detect_every: int = 1):
     from agevision.model.estimator import Estimator
-    from agevision.pipeline import FrameProcessor
+    from agevision.pipeline import FrameProcessor, share_cpu
 
     if detector not in ("short", "full"):
         raise AgevisionError(f"--detector must be 'short' or 'full', not {detector!r}")
-    return FrameProcessor(Estimator(weights, device), detector=detector, min_face=min_face, smooth=smooth,
-                          detect_every=detect_every)
+    estimator = Estimator(weights, device)
+    share_cpu(estimator)
+    return FrameProcessor(estimator, detector=detector, min_face=min_face, smooth=smooth, detect_every=detect_every)
 
 
 def _window(title: str):

@@ -49,17 +49,17 @@ def _patch(frame: np.ndarray, box: np.ndarray, rect=None, scale=None) -> _Patch 
 
 
 def _gray(roi: np.ndarray, scale: float) -> np.ndarray:
-    gray = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY)
-    if scale < 1.0:
-        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return gray
+    if scale < 1.0:  # shrink first: converting the small patch is cheaper
+        roi = cv2.resize(roi, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY)
 
 
 class FaceFlow:
-    """Remembers the faces of one frame and finds them again in the next.
+    """Remembers the faces of one frame and finds them again in later frames.
 
-    remember(frame, faces) after each frame; follow(frame, faces) on the next frame, with
-    the same faces, gives their boxes moved by the measured flow.
+    remember(frame, faces) on a detection frame; follow(frame, faces) on each frame after
+    it, with the same faces, gives their boxes moved by the flow measured from the
+    remembered frame (not frame to frame, so errors do not add up).
     """
 
     def __init__(self) -> None:
@@ -71,8 +71,8 @@ class FaceFlow:
 
     def follow(self, frame_bgr: np.ndarray, faces: Faces) -> np.ndarray:
         """Boxes (N, 4) of the remembered `faces` in `frame_bgr`, moved by the median optical
-        flow of each face; a row is NaN where the face could not be followed (too few points
-        tracked, or `faces` is not what was remembered)."""
+        flow of each face since it was remembered; a row is NaN where the face could not be
+        followed (too few points tracked, or `faces` is not what was remembered)."""
         out = np.full((len(faces), 4), np.nan, np.float32)
         if len(faces) != len(self._patches):
             return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from agevision.model.estimator import Estimator
-from agevision.pipeline import FrameProcessor, run_video
+from agevision.pipeline import FrameProcessor, run_video, share_cpu
 from agevision.sinks import VideoWriter
 from agevision.sources import VideoSource
 
@@ -47,6 +47,8 @@ def main() -> None:
     est = Estimator(device=args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    else:
+        share_cpu(est)
     with tempfile.TemporaryDirectory() as tmp:
         base, frames = floor_fps(args.clip, Path(tmp) / "floor.mp4")
         print(f"clip {args.clip.name}: {frames} frames, device {est.device}, detector {args.detector}, "

@@ -35,9 +35,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="*", type=Path)
     ap.add_argument("--step", type=int, default=3)
+    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped weights/)")
     args = ap.parse_args()
     clips = args.clips or sorted(p for p in VIDEOS.glob("*.mp4") if p.name.startswith(ONE_PERSON))
-    est = Estimator()
+    est = Estimator(args.weights)
     size = est.input_size
     cols = ("plain: age", "sd", "pF", "shrunk: age", "sd", "pF")
     print(f"{'clip':<46}{'faces':>6}{'scale':>6}" + "".join(f"{c:>12}" for c in cols))

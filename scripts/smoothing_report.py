@@ -70,9 +70,10 @@ def main() -> None:
     ap.add_argument("--decay", nargs="+", type=float, default=[Smoother(np.arange(2)).decay])
     ap.add_argument("--detector", default="full")
     ap.add_argument("--detect-every", type=int, default=DETECT_EVERY, help="as in agevision video")
+    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped weights/)")
     args = ap.parse_args()
     clips = args.clips or sorted(p for p in VIDEOS.glob("*.mp4") if p.name.startswith(ONE_PERSON))
-    est = Estimator()
+    est = Estimator(args.weights)
     head = "".join(f"{f'std d={d}':>13}{'flips':>6}" for d in args.decay)
     print(f"{'clip':<46}{'tracks':>7}{'frames':>7}{'age':>6}{'raw std':>9}{'flips':>6}{head}")
     worst = {d: [] for d in args.decay}
