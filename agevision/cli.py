@@ -144,6 +144,10 @@ DetectorOpt = Annotated[
                  "(also finds small, distant faces). Default: short for webcam, full for video and images."),
 ]
 MinFaceOpt = Annotated[int, typer.Option(help="faces narrower than this (pixels) get a box but no age/gender")]
+TILE_SIZE = 768
+TileOpt = Annotated[int, typer.Option(
+    min=0, help="frames larger than this many pixels are also searched in overlapping tiles of about this size, "
+    "which finds faces a tenth of the frame wide or smaller (slower on large frames; 0: never)")]
 DETECT_EVERY = 3
 DetectEveryOpt = Annotated[int, typer.Option(
     min=1, help="detect and estimate faces on every n-th frame; in between, boxes follow the faces by optical "
@@ -153,7 +157,7 @@ WeightsOpt = Annotated[Path | None, typer.Option(help="weights folder (default: 
 
 
 def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True,
-               detect_every: int = 1):
+               detect_every: int = 1, tile_size: int = 0):
     from agevision.model.estimator import Estimator
     from agevision.pipeline import FrameProcessor, share_cpu
 
@@ -161,7 +165,8 @@ def _processor(weights: Path | None, device: str | None, detector: str, min_face
         raise AgevisionError(f"--detector must be 'short' or 'full', not {detector!r}")
     estimator = Estimator(weights, device)
     share_cpu(estimator)
-    return FrameProcessor(estimator, detector=detector, min_face=min_face, smooth=smooth, detect_every=detect_every)
+    return FrameProcessor(estimator, detector=detector, min_face=min_face, smooth=smooth, detect_every=detect_every,
+                          tile_size=tile_size)
 
 
 def _window(title: str):
@@ -193,6 +198,7 @@ def webcam(
     detector: DetectorOpt = None,
     min_face: MinFaceOpt = 24,
     detect_every: DetectEveryOpt = DETECT_EVERY,
+    tile_size: TileOpt = 0,
     snapshots: Annotated[Path, typer.Option(help="folder for snapshots (key s)")] = Path("."),
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
@@ -208,7 +214,8 @@ def webcam(
     src = VideoSource(source) if source is not None else CameraSource(camera, width, height)
     try:
         show, read_key, close = _window("agevision")
-        with _processor(weights, device, detector or "short", min_face, detect_every=detect_every) as proc:
+        with _processor(weights, device, detector or "short", min_face, detect_every=detect_every,
+                        tile_size=tile_size) as proc:
             try:
                 result = run_live(proc, src, show, read_key, snapshot_dir=snapshots)
             finally:
@@ -246,6 +253,7 @@ def video(
     detector: DetectorOpt = None,
     min_face: MinFaceOpt = 24,
     detect_every: DetectEveryOpt = DETECT_EVERY,
+    tile_size: TileOpt = TILE_SIZE,
     raw: Annotated[bool, typer.Option(help="label raw per-frame estimates (no temporal smoothing)")] = False,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
@@ -283,7 +291,7 @@ def video(
         keeper = ThumbnailKeeper() if summary else None
         window = _window("agevision") if show else None
         with _processor(weights, device, detector or "full", min_face, smooth=not raw,
-                        detect_every=detect_every) as proc:
+                        detect_every=detect_every, tile_size=tile_size) as proc:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
             with Progress(*columns, console=console) as bar:
@@ -366,13 +374,15 @@ def image(
     crops: Annotated[bool, typer.Option(help="each image is already a cropped face: no detection")] = False,
     detector: DetectorOpt = None,
     min_face: MinFaceOpt = 24,
+    tile_size: TileOpt = TILE_SIZE,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Estimate age and gender of the faces in still images; print a line per face."""
     from agevision.images import annotate_images
 
-    annotate_images(paths, out, json, crops, detector or "full", min_face, weights, device, Console(soft_wrap=True))
+    annotate_images(paths, out, json, crops, detector or "full", min_face, weights, device, Console(soft_wrap=True),
+                    tile_size=tile_size)
 
 
 def main() -> None:

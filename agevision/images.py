@@ -40,8 +40,10 @@ def crop_face(image_bgr: np.ndarray) -> Faces:
 
 
 def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | None, crops: bool, detector: str,
-                    min_face: int, weights: Path | None, device: str | None, console) -> int:
+                    min_face: int, weights: Path | None, device: str | None, console, tile_size: int = 0) -> int:
     """Estimate every face of every image; print a line per face; write copies/records.
+
+    tile_size: see `detect.FaceDetector`.
 
     Returns the number of faces. Raises AgevisionError when no image could be read or no
     face was found at all; single bad files are reported and skipped.
@@ -59,7 +61,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     jw = JsonlWriter(json_path) if json_path else None
     renderer = Renderer(show_hud=False)
     total = readable = 0
-    detector_cm = FaceDetector(detector) if not crops else None
+    detector_cm = FaceDetector(detector, tile_size=tile_size) if not crops else None
     try:
         for path in paths:
             try:

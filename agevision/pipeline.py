@@ -67,10 +67,11 @@ class FrameProcessor:
     in between each face is followed by optical flow (`motion.FaceFlow`; where that fails,
     its track's predicted path) and keeps its last estimates.
     After process(), `detected` says whether that frame was a detection frame.
+    tile_size: see `detect.FaceDetector` (0: the whole frame only).
     """
 
     def __init__(self, estimator: Estimator, detector: str = "full", min_face: int = 24, smooth: bool = True,
-                 renderer: Renderer | None = None, detect_every: int = 1) -> None:
+                 renderer: Renderer | None = None, detect_every: int = 1, tile_size: int = 0) -> None:
         if detect_every < 1:
             raise AgevisionError(f"detect_every must be at least 1, got {detect_every}")
         self.detect_every = detect_every
@@ -80,7 +81,7 @@ class FrameProcessor:
         self._detected: Faces | None = None  # the faces of the last detection frame
         self.flow = FaceFlow() if detect_every > 1 else None
         self.estimator = estimator
-        self.detector = FaceDetector(detector)
+        self.detector = FaceDetector(detector, tile_size=tile_size)
         self.min_face = min_face
         self.tracker = Tracker()
         self.smoother = Smoother(estimator.age_bins) if smooth else None

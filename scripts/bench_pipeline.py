@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from agevision.cli import TILE_SIZE
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, run_video, share_cpu
 from agevision.sinks import VideoWriter
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--detect-every", type=int, nargs="+", default=[1],
                     help="detect on every n-th frame (several values: one pipeline run each)")
+    ap.add_argument("--tile-size", type=int, default=TILE_SIZE, help="as in agevision video")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: agevision's choice)")
     args = ap.parse_args()
     est = Estimator(device=args.device)
@@ -52,11 +54,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base, frames = floor_fps(args.clip, Path(tmp) / "floor.mp4")
         print(f"clip {args.clip.name}: {frames} frames, device {est.device}, detector {args.detector}, "
-              f"torch threads {torch.get_num_threads()}")
+              f"tile size {args.tile_size}, torch threads {torch.get_num_threads()}")
         print(f"decode+encode only: {base:.1f} FPS")
         for every in args.detect_every:
-            with VideoSource(args.clip) as src, FrameProcessor(est, detector=args.detector,
-                                                               detect_every=every) as proc:
+            with VideoSource(args.clip) as src, FrameProcessor(est, detector=args.detector, detect_every=every,
+                                                               tile_size=args.tile_size) as proc:
                 writer = VideoWriter(Path(tmp) / "full.mp4", src.width, src.height, src.fps, audio_from=args.clip)
                 result = run_video(proc, src, float(src.fps), src.frame_count, writer)
                 t = time.perf_counter()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agevision.cli import DETECT_EVERY
+from agevision.cli import DETECT_EVERY, TILE_SIZE
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor
 from agevision.sources import VideoSource
@@ -32,7 +32,7 @@ def raw_frames(estimator: Estimator, path: Path, detector: str, detect_every: in
     detections). Returns (frames, fps)."""
     frames = []
     with VideoSource(path) as src, FrameProcessor(estimator, detector=detector, smooth=False,
-                                                  detect_every=detect_every) as proc:
+                                                  detect_every=detect_every, tile_size=TILE_SIZE) as proc:
         for frame in src:
             _, raw = proc.process(frame)
             frames.append((raw, list(proc.tracker.ended)))

@@ -118,3 +118,44 @@ def test_shrunk_crop_lands_where_the_plain_warp_does():
         plain = cv2.warpAffine(frame, mat, (112, 112), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         diff = np.abs(align_crops(frame, face, 112)[0].astype(float) - plain[:, :, ::-1])
         assert diff.mean() < 1.0
+
+
+def test_tiles_cover_large_frames_with_overlap():
+    from agevision.detect import tiles
+
+    assert tiles(640, 360, 768) == [] and tiles(1920, 1080, 0) == []
+    grid = tiles(1920, 1080, 768)
+    assert len(grid) == 6  # 3 x 2
+    covered = np.zeros((1080, 1920), bool)
+    for x0, y0, x1, y1 in grid:
+        assert x1 - x0 <= 1.1 * 768 and y1 - y0 <= 1.1 * 768
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    assert grid[1][0] < grid[0][2] - 100  # neighbours overlap
+
+
+def _frame(name, index=0):
+    from agevision.sources import VideoSource
+    from tests.conftest import VIDEOS
+
+    with VideoSource(VIDEOS / name) as src:
+        for n, frame in enumerate(src):
+            if n == index:
+                return frame
+
+
+def test_tiled_detection_finds_small_faces_in_a_street_scene():
+    frame = _frame("facenet-pytorch__video.mp4", 20)  # 1080p, 7 people 60-130 px wide
+    with FaceDetector("full") as whole, FaceDetector("full", tile_size=768) as tiled:
+        few, many = whole.detect(frame), tiled.detect(frame)
+    assert len(many) >= 6 and len(many) >= len(few) + 4
+    from agevision.faces import iou
+
+    assert (iou(few.boxes, many.boxes).max(axis=1) > 0.9).all()  # whole-frame finds are kept as they were
+    assert (iou(many.boxes, many.boxes) - np.eye(len(many)) <= 0.3).all()  # no face twice
+
+
+def test_tiles_add_no_faces_to_a_talking_head():
+    frame = _frame("video-retalking__face_2.mp4")  # 844 x 844: tiled, one large face
+    with FaceDetector("full", tile_size=768) as tiled:
+        assert len(tiled.detect(frame)) == 1
