@@ -22,13 +22,38 @@ def face_label(faces: Faces, i: int) -> str:
     return f"{'F' if faces.female[i] else 'M'} {faces.age[i]:.0f} \u00b1{half:.0f}"
 
 
-def _text(frame: np.ndarray, text: str, org: tuple[int, int], scale: float, color, bg=(0, 0, 0)) -> None:
+def _text_rect(text: str, org: tuple[int, int], scale: float) -> tuple[int, int, int, int]:
+    """Background rectangle (x0, y0, x1, y1) of `text` drawn by `_text` at `org` (bottom left)."""
     thick = max(1, int(round(scale * 2)))
     (w, h), base = cv2.getTextSize(text, FONT, scale, thick)
     x, y = org
     y = max(y, h + base + 2)
-    cv2.rectangle(frame, (x, y - h - base - 2), (x + w + 4, y + 2), bg, -1)
-    cv2.putText(frame, text, (x + 2, y - base + 1), FONT, scale, color, thick, cv2.LINE_AA)
+    return x, y - h - base - 2, x + w + 4, y + 2
+
+
+def _text(frame: np.ndarray, text: str, org: tuple[int, int], scale: float, color, bg=(0, 0, 0)) -> None:
+    thick = max(1, int(round(scale * 2)))
+    x0, y0, x1, y1 = _text_rect(text, org, scale)
+    base = cv2.getTextSize(text, FONT, scale, thick)[1]
+    cv2.rectangle(frame, (x0, y0), (x1, y1), bg, -1)
+    cv2.putText(frame, text, (x0 + 2, y1 - 2 - base + 1), FONT, scale, color, thick, cv2.LINE_AA)
+
+
+def _label_origin(text: str, box: tuple[int, int, int, int], scale: float, taken: list) -> tuple[int, int]:
+    """Where a face's label goes: above its box, else below it, else further up, whichever
+    first overlaps no label in `taken` (rectangles; the chosen one is added)."""
+    x0, y0, x1, y1 = box
+    height = _text_rect(text, (0, 10_000), scale)
+    height = height[3] - height[1]
+    candidates = [(max(x0, 0), max(y0 - 4, 0)), (max(x0, 0), y1 + height)]
+    candidates += [(max(x0, 0), y0 - 4 - k * height) for k in (1, 2, 3) if y0 - 4 - k * height >= height]
+    for org in candidates:
+        rect = _text_rect(text, org, scale)
+        if not any(rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3] for r in taken):
+            taken.append(rect)
+            return org
+    taken.append(_text_rect(text, candidates[0], scale))
+    return candidates[0]
 
 
 class Renderer:
@@ -43,13 +68,17 @@ class Renderer:
         h, w = frame_bgr.shape[:2]
         scale = max(0.45, min(w, h) / 900)
         if self.show_faces:
+            colors, boxes = [], []
             for i in range(len(faces)):
-                x0, y0, x1, y1 = (int(round(v)) for v in faces.boxes[i])
+                boxes.append(tuple(int(round(v)) for v in faces.boxes[i]))
                 known = not np.isnan(faces.age[i])
-                color = (FEMALE_COLOR if faces.female[i] else MALE_COLOR) if known else UNKNOWN_COLOR
-                cv2.rectangle(frame_bgr, (x0, y0), (x1, y1), color, max(1, int(scale * 2.5)), cv2.LINE_AA)
-                _text(frame_bgr, face_label(faces, i), (max(x0, 0), max(y0 - 4, 0)), scale * 0.9, (255, 255, 255),
-                      bg=tuple(int(c * 0.55) for c in color))
+                colors.append((FEMALE_COLOR if faces.female[i] else MALE_COLOR) if known else UNKNOWN_COLOR)
+                cv2.rectangle(frame_bgr, boxes[i][:2], boxes[i][2:], colors[i], max(1, int(scale * 2.5)), cv2.LINE_AA)
+            taken: list = []  # labels last, larger faces first, so that no label hides another
+            for i in np.argsort(-faces.widths, kind="stable"):
+                label = face_label(faces, i)
+                org = _label_origin(label, boxes[i], scale * 0.9, taken)
+                _text(frame_bgr, label, org, scale * 0.9, (255, 255, 255), bg=tuple(int(c * 0.55) for c in colors[i]))
         if self.show_hud:
             parts = [f"{fps:.1f} FPS" if fps else "-- FPS", f"{len(faces)} face{'s' if len(faces) != 1 else ''}"]
             if paused:

@@ -103,6 +103,17 @@ def test_renderer_draws_labels_and_hud():
     assert not (Renderer(show_faces=False, show_hud=False).draw(frame.copy(), f) != frame).any()
 
 
+def test_labels_of_faces_side_by_side_do_not_cover_each_other():
+    from agevision.render import _label_origin, _text_rect
+
+    taken = []
+    boxes = [(100, 100, 160, 160), (140, 110, 200, 170), (120, 60, 180, 120)]  # a crowd: overlapping boxes
+    rects = [_text_rect("F 56 ±39", _label_origin("F 56 ±39", b, 0.5, taken), 0.5) for b in boxes]
+    for i, a in enumerate(rects):
+        for b in rects[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
 def test_live_loop_with_injected_keys(estimator, tmp_path):
     keys = iter([ord("o"), ord("h"), ord(" "), ord(" "), ord("s"), -1, ord("q")])
     shown = []
