@@ -32,6 +32,9 @@ class _Patch:
 
 
 def _patch(frame: np.ndarray, box: np.ndarray, rect=None, scale=None) -> _Patch | None:
+    """The grey patch of `frame` around face `box` (x0, y0, x1, y1) and its point grid; with
+    `rect` and `scale` given, the same region and scale as an earlier patch. None if the
+    region is under 8 pixels a side (off the frame)."""
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in box)
     bw, bh = x1 - x0, y1 - y0

@@ -127,9 +127,12 @@ class FrameProcessor:
     def _coast(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces]:
         """A frame between detections: the last faces followed into `frame_bgr`."""
         t0 = time.perf_counter()
+        # rows of _last and _detected match: tracks only end on detection frames
         faces = self.tracker.coast(self._last, self.flow.follow(frame_bgr, self._detected))
-        nan = np.full(len(faces), np.nan, np.float32)
-        raw = replace(faces, age=nan, age_low=nan, age_high=nan, p_female=nan, age_probs=None)
+        def nan():
+            return np.full(len(faces), np.nan, np.float32)
+
+        raw = replace(faces, age=nan(), age_low=nan(), age_high=nan(), p_female=nan(), age_probs=None)
         self.detected = False
         self._last = faces
         self.times.seconds["track"] += time.perf_counter() - t0
