@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agevision.detect import DETECT_EVERY, TILE_SIZE
 from agevision.errors import AgevisionError
 
 app = typer.Typer(
@@ -144,11 +145,9 @@ DetectorOpt = Annotated[
                  "(also finds small, distant faces). Default: short for webcam, full for video and images."),
 ]
 MinFaceOpt = Annotated[int, typer.Option(help="faces narrower than this (pixels) get a box but no age/gender")]
-TILE_SIZE = 768
 TileOpt = Annotated[int, typer.Option(
     min=0, help="frames larger than this many pixels are also searched in overlapping tiles of about this size, "
     "which finds faces a tenth of the frame wide or smaller (slower on large frames; 0: never)")]
-DETECT_EVERY = 3
 DetectEveryOpt = Annotated[int, typer.Option(
     min=1, help="detect and estimate faces on every n-th frame; in between, boxes follow the faces by optical "
     "flow and labels stay (1: detect on every frame, slower)")]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from agevision.errors import AgevisionError
-from agevision.faces import Faces, iou
+from agevision.faces import Faces, areas, intersection, iou
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MODEL_FILES = {
@@ -34,6 +34,11 @@ BOX_SCALE = {"short": 1.07, "full": 1.0}
 # Tiles show the detector clutter up close (an ear, half a face beside the whole one); on
 # the shared clips such false finds scored 0.51-0.64, real small faces a median of 0.75.
 TILE_MIN_SCORE = 0.6
+# What `agevision video` uses unless told otherwise (the FrameProcessor's and FaceDetector's
+# own defaults are the plain behaviour: every frame, whole frame). Kept here, where nothing
+# heavy is imported, so that the CLI can show them in --help without loading torch.
+TILE_SIZE = 768  # video and images: frames larger than this are also searched in tiles
+DETECT_EVERY = 3  # video and webcam: detect on every 3rd frame, follow the faces in between
 
 
 @contextmanager
@@ -68,11 +73,8 @@ def _merge(whole: Faces, tiled: list[Faces], max_overlap: float) -> Faces:
     scores = np.concatenate([f.scores for f in tiled])
     keypoints = np.concatenate([f.keypoints for f in tiled])
     if len(whole) and len(boxes):
-        a, b = boxes[:, None], whole.boxes[None]
-        inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-                 * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
-        area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-6)
-        new = (inter / area[:, None]).max(axis=1) <= 0.1
+        share = intersection(boxes, whole.boxes) / np.maximum(areas(boxes), 1e-6)[:, None]
+        new = share.max(axis=1) <= 0.1
         boxes, scores, keypoints = boxes[new], scores[new], keypoints[new]
     keep = suppress_overlaps(boxes, scores, max_overlap)
     boxes = np.concatenate([whole.boxes, boxes[keep]])

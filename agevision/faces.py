@@ -85,15 +85,25 @@ class Faces:
         return self.boxes[:, 2] - self.boxes[:, 0]
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix (len(a), len(b)) of x0,y0,x1,y1 boxes."""
+def intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Area matrix (len(a), len(b)) of the overlap of each x0,y0,x1,y1 box of a with each of b."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), np.float32)
     x0 = np.maximum(a[:, None, 0], b[None, :, 0])
     y0 = np.maximum(a[:, None, 1], b[None, :, 1])
     x1 = np.minimum(a[:, None, 2], b[None, :, 2])
     y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-6)
+    return np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+
+
+def areas(boxes: np.ndarray) -> np.ndarray:
+    """(N,) areas of x0,y0,x1,y1 boxes."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of x0,y0,x1,y1 boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    inter = intersection(a, b)
+    return inter / np.maximum(areas(a)[:, None] + areas(b)[None, :] - inter, 1e-6)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from agevision.cli import TILE_SIZE
+from agevision.detect import TILE_SIZE
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, run_video, share_cpu
 from agevision.sinks import VideoWriter

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agevision.cli import DETECT_EVERY, TILE_SIZE
+from agevision.detect import DETECT_EVERY, TILE_SIZE
 from agevision.faces import iou
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, share_cpu

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agevision.cli import DETECT_EVERY, TILE_SIZE
+from agevision.detect import DETECT_EVERY, TILE_SIZE
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor
 from agevision.sources import VideoSource
