@@ -18,6 +18,11 @@ import numpy as np
 from agevision.faces import Faces
 
 PATCH_WIDTH = 96  # faces are compared at most this wide, in pixels
+# Median Lucas-Kanade error (mean absolute grey difference around a point) beyond which a
+# face is lost. On the shared clips, faces followed through head shakes, blur and crowds
+# stay under 23; the Hamilton clip's shot cuts give 44-49 (and a face covered by a passing
+# head 35).
+MAX_ERROR = 30.0
 _MARGIN = 0.3  # patch = face box grown by this fraction of its size on each side
 _LK = {"winSize": (15, 15), "maxLevel": 2,
        "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)}
@@ -72,23 +77,30 @@ class FaceFlow:
         """Keep a small grayscale patch around each face of `frame_bgr` (BGR uint8)."""
         self._patches = [_patch(frame_bgr, faces.boxes[i]) for i in range(len(faces))]
 
-    def follow(self, frame_bgr: np.ndarray, faces: Faces) -> np.ndarray:
-        """Boxes (N, 4) of the remembered `faces` in `frame_bgr`, moved by the median optical
-        flow of each face since it was remembered; a row is NaN where the face could not be
-        followed (too few points tracked, or `faces` is not what was remembered)."""
+    def follow(self, frame_bgr: np.ndarray, faces: Faces) -> tuple[np.ndarray, np.ndarray]:
+        """Where the remembered `faces` are in `frame_bgr`.
+
+        Returns (boxes, lost). boxes (N, 4): each face's box moved by the median optical flow
+        since it was remembered; NaN where it could not be followed (too few points tracked,
+        its patch off the frame, or `faces` is not what was remembered). lost (N,) bool: the
+        face's points were not found again (too few tracked, or their median error over
+        MAX_ERROR): something passed in front of it, it moved too fast, or the shot changed.
+        """
         out = np.full((len(faces), 4), np.nan, np.float32)
+        lost = np.zeros(len(faces), bool)
         if len(faces) != len(self._patches):
-            return out
+            return out, lost
         for i, old in enumerate(self._patches):
             if old is None:
                 continue
             new = _patch(frame_bgr, faces.boxes[i], old.rect, old.scale)
             if new is None or new.gray.shape != old.gray.shape:
                 continue
-            moved, status, _ = cv2.calcOpticalFlowPyrLK(old.gray, new.gray, old.points, None, **_LK)
+            moved, status, error = cv2.calcOpticalFlowPyrLK(old.gray, new.gray, old.points, None, **_LK)
             ok = status.ravel() == 1
-            if ok.sum() < 4:
+            if ok.sum() < 4 or np.median(error.ravel()[ok]) > MAX_ERROR:
+                lost[i] = True
                 continue
             dx, dy = np.median(moved[ok] - old.points[ok], axis=0) / old.scale
             out[i] = faces.boxes[i] + np.array([dx, dy, dx, dy], np.float32)
-        return out
+        return out, lost

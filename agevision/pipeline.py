@@ -25,6 +25,7 @@ from agevision.model.estimator import Estimator
 from agevision.motion import FaceFlow
 from agevision.quality import face_quality
 from agevision.render import Renderer
+from agevision.shots import ShotCuts
 from agevision.track import Smoother, Tracker
 
 
@@ -65,8 +66,12 @@ class FrameProcessor:
     but no age or gender. smooth: False shows the raw per-frame estimates.
     detect_every: detect faces (and estimate them) on every n-th frame only; on the frames
     in between each face is followed by optical flow (`motion.FaceFlow`; where that fails,
-    its track's predicted path) and keeps its last estimates.
-    After process(), `detected` says whether that frame was a detection frame.
+    its track's predicted path) and keeps its last estimates. A frame in which a face is
+    lost (see `motion.FaceFlow.follow`) is detected instead.
+    Shot cuts (`shots.ShotCuts`) end every track and are detected, so that no one in the
+    new shot inherits a label from the last.
+    After process(), `detected` says whether that frame was a detection frame;
+    `lost_frames` counts the frames detected because a face was lost, `cuts` the shot cuts.
     tile_size: see `detect.FaceDetector` (0: the whole frame only).
     """
 
@@ -87,6 +92,8 @@ class FrameProcessor:
         self.smoother = Smoother(estimator.age_bins) if smooth else None
         self.renderer = renderer or Renderer()
         self.times = StageTimes()
+        self.shots = ShotCuts()
+        self.lost_frames = self.cuts = 0
 
     def process(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces]:
         """Detect, track, estimate and smooth the faces of one BGR frame.
@@ -96,10 +103,18 @@ class FrameProcessor:
         """
         self._index += 1
         self.times.frames += 1
-        if self._last is not None and self._index % self.detect_every:
-            return self._coast(frame_bgr)
-        self.detected = True
         t = self.times.seconds
+        t0 = time.perf_counter()
+        cut = self.shots.is_cut(frame_bgr)
+        t["track"] += time.perf_counter() - t0
+        if cut:  # whoever is in the new shot is someone else
+            self.cuts += 1
+            self.tracker.drop(self.tracker.ids)
+        elif self._last is not None and self._index % self.detect_every:
+            followed = self._coast(frame_bgr)
+            if followed is not None:
+                return followed
+        self.detected = True
         t0 = time.perf_counter()
         faces = self.detector.detect(frame_bgr)
         tq = time.perf_counter()
@@ -111,7 +126,7 @@ class FrameProcessor:
         t3 = time.perf_counter()
         raw = replace(faces, age=faces.age.copy(), p_female=faces.p_female.copy(), female=faces.female.copy())
         if self.smoother is not None:
-            self.smoother.update(faces, self.tracker.ended)
+            self.smoother.update(faces, self.tracker.ended, self._index)
         t4 = time.perf_counter()
         t["detect"] += tq - t0
         t["quality"] += t1 - tq
@@ -124,11 +139,19 @@ class FrameProcessor:
             t["track"] += time.perf_counter() - t4
         return faces, raw
 
-    def _coast(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces]:
-        """A frame between detections: the last faces followed into `frame_bgr`."""
+    def _coast(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces] | None:
+        """A frame between detections: the last faces followed into `frame_bgr`, or None
+        when a face was lost (something passed in front of it, or it moved too fast): then
+        the frame is detected instead."""
         t0 = time.perf_counter()
         # rows of _last and _detected match: tracks only end on detection frames
-        faces = self.tracker.coast(self._last, self.flow.follow(frame_bgr, self._detected))
+        boxes, lost = self.flow.follow(frame_bgr, self._detected)
+        if lost.any():
+            self.times.seconds["track"] += time.perf_counter() - t0
+            self.lost_frames += 1
+            return None
+        faces = self.tracker.coast(self._last, boxes)
+
         def nan():
             return np.full(len(faces), np.nan, np.float32)
 

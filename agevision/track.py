@@ -5,14 +5,16 @@ box overlap (IoU), best pairs first; a face left over is then matched to a track
 its face for a few frames if their centres are close and sizes alike (the detector missed
 the face for a moment); other faces start new tracks; a track survives `max_missed` frames
 without a face. `Tracker.coast(faces)` moves the clock on a frame in which nothing was
-detected, carrying the faces along their tracks' predicted paths.
+detected, carrying the faces along their tracks' predicted paths; `Tracker.drop(ids)` ends
+tracks whose faces were lost (a shot cut).
 
 `Smoother.update(faces)` replaces each face's age and gender by a confidence-weighted mean,
 in probability space, of its track's estimates. A person's age does not change during a
 video, so the mean keeps a long memory (`decay` close to 1); frames are weighted by how
 sure the model is, how good the face is (frontal, large, sharp) and how well they agree
-with the track so far, so that a few frames seen in profile cannot drag the label. A new
-track starts from nothing, so a new person never inherits the previous person's label.
+with the track so far, so that frames seen in profile or with the mouth wide open cannot
+drag the label; a long run of disagreeing frames restarts the track's mean. A new track
+starts from nothing, so a new person never inherits the previous person's label.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Tracker:
         self._next_id = 0
         self._frame = -1
         self.ended: list[int] = []  # ids of tracks that ended during the last update
+        self._dropped: list[int] = []  # ids dropped since the last update
 
     def update(self, faces: Faces) -> Faces:
         """Set faces.track_ids (in place) for the next frame; returns faces."""
@@ -69,11 +72,25 @@ class Tracker:
                 assigned[f] = self._next_id
                 self._next_id += 1
             self._tracks[int(assigned[f])] = self._moved(self._tracks.get(int(assigned[f])), faces.boxes[f])
-        self.ended = [i for i, t in self._tracks.items() if self._frame - t.last_frame > self.max_missed]
+        self.ended = self._dropped + [i for i, t in self._tracks.items()
+                                      if self._frame - t.last_frame > self.max_missed]
+        self._dropped = []
         for i in self.ended:
-            del self._tracks[i]
+            self._tracks.pop(i, None)
         faces.track_ids = assigned
         return faces
+
+    @property
+    def ids(self) -> list[int]:
+        """Ids of the live tracks."""
+        return list(self._tracks)
+
+    def drop(self, ids) -> None:
+        """End the tracks `ids` now (their faces were lost, e.g. at a shot cut): the next
+        update gives their faces new ids and lists them in `ended`."""
+        for i in ids:
+            if self._tracks.pop(int(i), None) is not None:
+                self._dropped.append(int(i))
 
     def coast(self, faces: Faces, boxes: np.ndarray | None = None) -> Faces:
         """Move the clock one frame on without a detection.
@@ -130,37 +147,69 @@ class Tracker:
 
 
 @dataclass
-class _State:
-    age_sum: np.ndarray
-    female_sum: float = 0.0
+class _Sums:
+    """Decayed, weighted sums of a track's readings: age distribution, P(female), weight."""
+
+    age: np.ndarray
+    female: float = 0.0
     weight: float = 0.0
+
+    def add(self, decay: float, w: float, probs: np.ndarray, p_female: float) -> None:
+        self.age = decay * self.age + w * probs
+        self.female = decay * self.female + w * p_female
+        self.weight = decay * self.weight + w
+
+
+@dataclass
+class _State:
+    sums: _Sums
+    readings: int = 0
     female_label: bool | None = None
-    frames: int = 0
+    odd: _Sums | None = None  # the readings of a run that disagrees with the track (see Smoother)
+    odd_since: int = 0  # frame of the first reading of that run
 
 
 class Smoother:
-    """Per-track confidence-weighted running mean of age distribution and P(female).
+    """Per-track weighted running mean, in probability space, of age distribution and P(female).
 
-    decay: weight kept by older frames each frame (0.998: a half-life of about 12 s at 30 fps).
+    A person's age does not change during a video, so the mean keeps a long memory: each
+    frame, older readings keep `decay` of their weight (0.998: a half-life of about 12 s at
+    30 fps). A reading's weight is the detection score x how sure the model is (1 - normalised
+    entropy) x face quality (when measured) x how well it agrees with the track so far.
+
+    Agreement: the Bhattacharyya coefficient between the reading's age distribution and the
+    track's, to the power `agree_power`, at least `min_agree`; it counts from the track's
+    `warm_up`-th reading on. The model can be confidently wrong for a moment (a mouth opened
+    wide reads 30 years young), and such readings barely overlap the track's distribution.
+
+    Restart: a run of disagreeing readings starts with one whose agreement is under
+    `min_agree` x 5 and goes on while each next reading overlaps the run more than the
+    track. A run lasting `restart_frames` frames replaces the track's mean: the tracker has
+    swapped people, or the first impression was wrong. A new track starts from nothing, so a new
+    person never inherits the previous person's label.
+
     hysteresis: the shown gender changes only when the smoothed P(female) passes 0.5 by
     this margin, so a face near 0.5 does not flip label frame to frame.
-    outlier: a frame whose expected age lies more than this many standard deviations of the
-    track's distribution (at least 3 years) from the track's mean counts a quarter.
     """
 
     def __init__(self, age_bins: np.ndarray, decay: float = 0.998, hysteresis: float = 0.15,
-                 outlier: float = 2.0) -> None:
+                 agree_power: float = 4.0, min_agree: float = 0.02, warm_up: int = 10,
+                 restart_frames: int = 60) -> None:
         self.age_bins = np.asarray(age_bins, np.float64)
-        self.decay, self.hysteresis, self.outlier = decay, hysteresis, outlier
+        self.decay, self.hysteresis = decay, hysteresis
+        self.agree_power, self.min_agree, self.warm_up = agree_power, min_agree, warm_up
+        self.restart_frames = restart_frames
         self._states: dict[int, _State] = {}
+        self._frame = -1
 
-    def update(self, faces: Faces, ended: list[int] = ()) -> Faces:
+    def update(self, faces: Faces, ended: list[int] = (), frame: int | None = None) -> Faces:
         """Smooth the estimated fields of `faces` (in place) by track id; forget `ended` tracks.
 
-        Faces without an estimate (age NaN, e.g. too small) leave their track unchanged.
-        Weight of a frame: detection score x (1 - normalised entropy of the age distribution)
-        x face quality (when measured), and a quarter of that for an outlier (see class doc).
+        frame: the frame's index in the video, for `restart_frames` (default: one more than
+        the previous update's, right when every frame is estimated). Faces without an
+        estimate (age NaN, e.g. too small) leave their track unchanged. Returns faces.
         """
+        self._frame = self._frame + 1 if frame is None else frame
         for i in ended:
             self._states.pop(i, None)
         if faces.age_probs is None or len(faces) == 0:
@@ -170,24 +219,9 @@ class Smoother:
         for row, tid in enumerate(faces.track_ids):
             if np.isnan(faces.age[row]):
                 continue
-            st = self._states.setdefault(int(tid), _State(np.zeros(len(self.age_bins))))
-            p = probs[row]
-            entropy = -(p * np.log(p + 1e-12)).sum() / np.log(len(p))
-            w = float(faces.scores[row]) * max(1.0 - entropy, 0.05)
-            if not np.isnan(faces.quality[row]):
-                w *= max(float(faces.quality[row]), 0.05)
-            if st.frames >= 5 and st.weight > 0:
-                mean_p = st.age_sum / st.weight
-                mean = float(mean_p @ self.age_bins)
-                std = float(np.sqrt(max(mean_p @ (self.age_bins - mean) ** 2, 0.0)))
-                if abs(float(faces.age[row]) - mean) > self.outlier * max(std, 3.0):
-                    w *= 0.25
-            st.age_sum = self.decay * st.age_sum + w * p
-            st.female_sum = self.decay * st.female_sum + w * float(faces.p_female[row])
-            st.weight = self.decay * st.weight + w
-            st.frames += 1
-            out_probs[row] = st.age_sum / st.weight
-            p_f = st.female_sum / st.weight
+            st = self._states.setdefault(int(tid), _State(_Sums(np.zeros(len(self.age_bins)))))
+            out_probs[row] = self._add(st, probs[row], float(faces.p_female[row]), self._weight(faces, row))
+            p_f = st.sums.female / st.sums.weight
             if st.female_label is None or abs(p_f - 0.5) > self.hysteresis:
                 st.female_label = p_f >= 0.5
             faces.p_female[row] = p_f
@@ -199,3 +233,37 @@ class Smoother:
         faces.age_low = np.where(valid, low, np.nan).astype(np.float32)
         faces.age_high = np.where(valid, high, np.nan).astype(np.float32)
         return faces
+
+    @staticmethod
+    def _weight(faces: Faces, row: int) -> float:
+        """Weight of one reading before agreement: detection score x certainty x quality."""
+        p = faces.age_probs[row].astype(np.float64)
+        entropy = -(p * np.log(p + 1e-12)).sum() / np.log(len(p))
+        w = float(faces.scores[row]) * max(1.0 - entropy, 0.05)
+        if not np.isnan(faces.quality[row]):
+            w *= max(float(faces.quality[row]), 0.05)
+        return w
+
+    def _add(self, st: _State, probs: np.ndarray, p_female: float, w: float) -> np.ndarray:
+        """Add one reading to a track (see the class doc); returns the track's age distribution."""
+        if st.readings >= self.warm_up and st.sums.weight > 0:
+            overlap = _overlap(probs, st.sums)
+            agree = overlap**self.agree_power
+            if agree < 5 * self.min_agree or (st.odd is not None and _overlap(probs, st.odd) > overlap):
+                if st.odd is None:
+                    st.odd, st.odd_since = _Sums(np.zeros(len(self.age_bins))), self._frame
+                st.odd.add(self.decay, w, probs, p_female)
+                if self._frame - st.odd_since >= self.restart_frames:
+                    st.sums, st.odd, st.readings = st.odd, None, self.warm_up
+                    return st.sums.age / st.sums.weight
+            else:
+                st.odd = None
+            w *= max(agree, self.min_agree)
+        st.sums.add(self.decay, w, probs, p_female)
+        st.readings += 1
+        return st.sums.age / st.sums.weight
+
+
+def _overlap(probs: np.ndarray, sums: _Sums) -> float:
+    """Bhattacharyya coefficient in [0, 1] between an age distribution and that of `sums`."""
+    return float(np.sqrt(probs * sums.age / sums.weight).sum())

@@ -7,11 +7,16 @@ per --decay value (the shipped default first), so settings are compared on the s
 For each clip's longest track: standard deviation of the raw and the smoothed age after the
 first second, and gender flips (frames where the shown label changes), raw vs smoothed,
 over the frames with a new estimate (every --detect-every-th; the default is agevision video's).
+
+Then a tracker swap: the first 4 s of the oldest-looking clip's person followed, in the
+same track, by the youngest-looking clip's person, and the seconds after the swap until
+the track shows the new person's age (within 3 years of what their own clip shows).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,7 +52,7 @@ def replay(frames: list, fps: float, smoother: Smoother | None) -> dict:
         if smoother is not None:
             faces = smoother.update(replace(faces, age=faces.age.copy(), age_low=faces.age_low.copy(),
                                             age_high=faces.age_high.copy(), p_female=faces.p_female.copy(),
-                                            female=faces.female.copy()), ended)
+                                            female=faces.female.copy()), ended, n)
         for i, tid in enumerate(faces.track_ids):
             if not np.isnan(faces.age[i]):
                 rows.setdefault(int(tid), []).append((n, raw.age[i], faces.age[i], raw.female[i], faces.female[i]))
@@ -64,6 +69,31 @@ def replay(frames: list, fps: float, smoother: Smoother | None) -> dict:
             "raw_flips": flips[0], "smooth_flips": flips[1]}
 
 
+def one_track(frames: list) -> list:
+    """The frames with only their first face each, all in track 0 (none ever ends)."""
+    out = []
+    for faces, _ in frames:
+        one = faces.subset(np.arange(min(len(faces), 1)))
+        one.track_ids = np.zeros(len(one), np.int64)
+        out.append((one, []))
+    return out
+
+
+def swap_seconds(first: list, second: list, fps: float, make: Callable[[], Smoother]) -> float:
+    """Seconds after a track's first 4 s of `first` turn into `second` until it shows the
+    second person's age (within 3 years of `second` alone; see module doc); inf if never."""
+    head = one_track(first)[: round(4 * fps)]
+    target = replay(one_track(second), fps, make())["mean_age"]
+    smoother = make()
+    for n, (faces, ended) in enumerate(head + one_track(second)):
+        faces = smoother.update(replace(faces, age=faces.age.copy(), age_low=faces.age_low.copy(),
+                                        age_high=faces.age_high.copy(), p_female=faces.p_female.copy(),
+                                        female=faces.female.copy()), ended, n)
+        if n >= len(head) and len(faces) and abs(float(faces.age[0]) - target) < 3:
+            return (n - len(head)) / fps
+    return float("inf")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="*", type=Path)
@@ -77,6 +107,7 @@ def main() -> None:
     head = "".join(f"{f'std d={d}':>13}{'flips':>6}" for d in args.decay)
     print(f"{'clip':<46}{'tracks':>7}{'frames':>7}{'age':>6}{'raw std':>9}{'flips':>6}{head}")
     worst = {d: [] for d in args.decay}
+    seen: dict[str, tuple[list, float, float]] = {}  # clip -> frames, fps, mean smoothed age
     for clip in clips:
         frames, fps = raw_frames(est, clip, args.detector, args.detect_every)
         base = replay(frames, fps, None)
@@ -90,11 +121,19 @@ def main() -> None:
             cols += f"{r['smooth_std']:>13.2f}{r['smooth_flips']:>6}"
             worst[d].append((r["smooth_std"], r["smooth_flips"]))
             age = r["mean_age"]
+        seen[clip.name] = frames, fps, age
         print(f"{line}{age:>6.1f}{base['raw_std']:>9.2f}{base['raw_flips']:>6}{cols}", flush=True)
     for d, rs in worst.items():
         ok = sum(1 for s, f in rs if s <= 1.5 and f == 0)
         print(f"decay {d}: {ok}/{len(rs)} clips with smoothed std <= 1.5 and no gender flip; "
               f"worst std {max(s for s, _ in rs):.2f}")
+    if len(seen) >= 2:
+        old, young = max(seen, key=lambda c: seen[c][2]), min(seen, key=lambda c: seen[c][2])
+        for d in args.decay:
+            secs = swap_seconds(seen[old][0], seen[young][0], seen[old][1],
+                                lambda d=d: Smoother(est.age_bins, decay=d))
+            print(f"decay {d}: tracker swap {old} ({seen[old][2]:.0f}) -> {young} ({seen[young][2]:.0f}): "
+                  f"the track shows the new age after {secs:.1f} s")
 
 
 if __name__ == "__main__":

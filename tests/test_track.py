@@ -45,6 +45,35 @@ def test_smoother_is_not_dragged_by_a_few_odd_frames():
     assert abs(shown[-1] - shown[29]) < 1.5
 
 
+def _read(smoother, tracker, ages, start_frame, every=3, p_female=0.2):
+    """Feed one face reading `ages` on every `every`-th frame; returns the shown ages and labels."""
+    shown = []
+    for k, age in enumerate(ages):
+        f = tracker.update(_face([100, 100, 200, 200], age=age, p_female=p_female))
+        smoother.update(f, tracker.ended, frame=start_frame + every * k)
+        shown.append((float(f.age[0]), bool(f.female[0])))
+    return shown
+
+
+def test_smoother_holds_through_a_confidently_wrong_second():
+    # d12: a man reads 45, but 11-14 while his mouth is wide open, sure of it, for half a second at a time
+    tracker, smoother = Tracker(), Smoother(np.arange(101))
+    before = _read(smoother, tracker, [45] * 30, 0)[-1][0]
+    during = _read(smoother, tracker, [12] * 10 + [45] * 3 + [12] * 10, 90)  # 30 frames twice, a break between
+    assert all(abs(age - before) < 1.5 for age, _ in during), (before, during)
+
+
+def test_smoother_restarts_when_the_track_shows_someone_else():
+    # the tracker swapped two people: a 60-year-old man's track now holds a 20-year-old woman
+    tracker, smoother = Tracker(), Smoother(np.arange(101))
+    _read(smoother, tracker, [60] * 40, 0)
+    after = _read(smoother, tracker, [20] * 30, 120, p_female=0.9)
+    alone = _read(Smoother(np.arange(101)), Tracker(), [20], 0)[0][0]  # what one reading of her shows
+    first = next(k for k, (age, _) in enumerate(after) if abs(age - alone) < 2)
+    assert 3 * first <= smoother.restart_frames + 3, after  # within about 2 s at 30 fps
+    assert after[-1] == (alone, True)
+
+
 def test_overlapping_double_detections_are_suppressed():
     boxes = np.array([[0, 0, 100, 100], [30, 0, 130, 100], [300, 0, 400, 100]], np.float32)
     keep = suppress_overlaps(boxes, np.array([0.6, 0.9, 0.8], np.float32), 0.3)
@@ -92,8 +121,10 @@ def test_face_flow_measures_how_a_real_face_moved():
     flow.remember(frame, faces)
     shifted = cv2.warpAffine(frame, np.float32([[1, 0, 9], [0, 1, -6]]), frame.shape[1::-1],
                              borderMode=cv2.BORDER_REPLICATE)
-    moved = flow.follow(shifted, faces)
-    assert np.allclose(moved - faces.boxes, [[9, -6, 9, -6]], atol=1.0)
-    assert np.isnan(flow.follow(shifted, Faces())).all() and flow.follow(shifted, Faces()).shape == (0, 4)
-    flat = np.full_like(frame, 128)  # nothing to follow: unknown, not a guess
-    assert np.isnan(flow.follow(flat, faces)).all()
+    moved, lost = flow.follow(shifted, faces)
+    assert np.allclose(moved - faces.boxes, [[9, -6, 9, -6]], atol=1.0) and not lost.any()
+    boxes, lost = flow.follow(shifted, Faces())
+    assert boxes.shape == (0, 4) and lost.shape == (0,)
+    flat = np.full_like(frame, 128)  # nothing to follow: unknown, not a guess, and lost
+    boxes, lost = flow.follow(flat, faces)
+    assert np.isnan(boxes).all() and lost.all()
