@@ -163,7 +163,7 @@ class _Sums:
 @dataclass
 class _State:
     sums: _Sums
-    readings: int = 0
+    first_frame: int  # frame of the track's first reading
     female_label: bool | None = None
     odd: _Sums | None = None  # the readings of a run that disagrees with the track (see Smoother)
     odd_since: int = 0  # frame of the first reading of that run
@@ -178,9 +178,10 @@ class Smoother:
     entropy) x face quality (when measured) x how well it agrees with the track so far.
 
     Agreement: the Bhattacharyya coefficient between the reading's age distribution and the
-    track's, to the power `agree_power`, at least `min_agree`; it counts from the track's
-    `warm_up`-th reading on. The model can be confidently wrong for a moment (a mouth opened
-    wide reads 30 years young), and such readings barely overlap the track's distribution.
+    track's, to the power `agree_power`, at least `min_agree`; it counts once the track is
+    `warm_up` frames old (its first impression has formed). The model can be confidently
+    wrong for a moment (a mouth opened wide reads 30 years young), and such readings barely
+    overlap the track's distribution.
 
     Restart: a run of disagreeing readings starts with one whose agreement is under
     `min_agree` x 5 and goes on while each next reading overlaps the run more than the
@@ -193,7 +194,7 @@ class Smoother:
     """
 
     def __init__(self, age_bins: np.ndarray, decay: float = 0.998, hysteresis: float = 0.15,
-                 agree_power: float = 4.0, min_agree: float = 0.02, warm_up: int = 10,
+                 agree_power: float = 4.0, min_agree: float = 0.02, warm_up: int = 30,
                  restart_frames: int = 60) -> None:
         self.age_bins = np.asarray(age_bins, np.float64)
         self.decay, self.hysteresis = decay, hysteresis
@@ -205,8 +206,8 @@ class Smoother:
     def update(self, faces: Faces, ended: list[int] = (), frame: int | None = None) -> Faces:
         """Smooth the estimated fields of `faces` (in place) by track id; forget `ended` tracks.
 
-        frame: the frame's index in the video, for `restart_frames` (default: one more than
-        the previous update's, right when every frame is estimated). Faces without an
+        frame: the frame's index in the video, for `warm_up` and `restart_frames` (default:
+        one more than the previous update's, right when every frame is estimated). Faces without an
         estimate (age NaN, e.g. too small) leave their track unchanged. Returns faces.
         """
         self._frame = self._frame + 1 if frame is None else frame
@@ -219,7 +220,7 @@ class Smoother:
         for row, tid in enumerate(faces.track_ids):
             if np.isnan(faces.age[row]):
                 continue
-            st = self._states.setdefault(int(tid), _State(_Sums(np.zeros(len(self.age_bins)))))
+            st = self._states.setdefault(int(tid), _State(_Sums(np.zeros(len(self.age_bins))), self._frame))
             out_probs[row] = self._add(st, probs[row], float(faces.p_female[row]), self._weight(faces, row))
             p_f = st.sums.female / st.sums.weight
             if st.female_label is None or abs(p_f - 0.5) > self.hysteresis:
@@ -246,7 +247,7 @@ class Smoother:
 
     def _add(self, st: _State, probs: np.ndarray, p_female: float, w: float) -> np.ndarray:
         """Add one reading to a track (see the class doc); returns the track's age distribution."""
-        if st.readings >= self.warm_up and st.sums.weight > 0:
+        if self._frame - st.first_frame >= self.warm_up and st.sums.weight > 0:
             overlap = _overlap(probs, st.sums)
             agree = overlap**self.agree_power
             if agree < 5 * self.min_agree or (st.odd is not None and _overlap(probs, st.odd) > overlap):
@@ -254,13 +255,12 @@ class Smoother:
                     st.odd, st.odd_since = _Sums(np.zeros(len(self.age_bins))), self._frame
                 st.odd.add(self.decay, w, probs, p_female)
                 if self._frame - st.odd_since >= self.restart_frames:
-                    st.sums, st.odd, st.readings = st.odd, None, self.warm_up
+                    st.sums, st.odd = st.odd, None
                     return st.sums.age / st.sums.weight
             else:
                 st.odd = None
             w *= max(agree, self.min_agree)
         st.sums.add(self.decay, w, probs, p_female)
-        st.readings += 1
         return st.sums.age / st.sums.weight
 
 
