@@ -22,19 +22,24 @@ def face_label(faces: Faces, i: int) -> str:
     return f"{'F' if faces.female[i] else 'M'} {faces.age[i]:.0f} \u00b1{half:.0f}"
 
 
+def _text_size(text: str, scale: float) -> tuple[int, int, int]:
+    """(width, height, baseline) in pixels of the background rectangle `_text` draws for `text`."""
+    (w, h), base = cv2.getTextSize(text, FONT, scale, max(1, int(round(scale * 2))))
+    return w + 4, h + base + 4, base
+
+
 def _text_rect(text: str, org: tuple[int, int], scale: float) -> tuple[int, int, int, int]:
     """Background rectangle (x0, y0, x1, y1) of `text` drawn by `_text` at `org` (bottom left)."""
-    thick = max(1, int(round(scale * 2)))
-    (w, h), base = cv2.getTextSize(text, FONT, scale, thick)
+    w, h, _ = _text_size(text, scale)
     x, y = org
-    y = max(y, h + base + 2)
-    return x, y - h - base - 2, x + w + 4, y + 2
+    y = max(y, h - 2)
+    return x, y - h + 2, x + w, y + 2
 
 
 def _text(frame: np.ndarray, text: str, org: tuple[int, int], scale: float, color, bg=(0, 0, 0)) -> None:
     thick = max(1, int(round(scale * 2)))
     x0, y0, x1, y1 = _text_rect(text, org, scale)
-    base = cv2.getTextSize(text, FONT, scale, thick)[1]
+    base = _text_size(text, scale)[2]
     cv2.rectangle(frame, (x0, y0), (x1, y1), bg, -1)
     cv2.putText(frame, text, (x0 + 2, y1 - 2 - base + 1), FONT, scale, color, thick, cv2.LINE_AA)
 
@@ -43,8 +48,7 @@ def _label_origin(text: str, box: tuple[int, int, int, int], scale: float, taken
     """Where a face's label goes: above its box, else below it, else further up, whichever
     first overlaps no label in `taken` (rectangles; the chosen one is added)."""
     x0, y0, x1, y1 = box
-    height = _text_rect(text, (0, 10_000), scale)
-    height = height[3] - height[1]
+    height = _text_size(text, scale)[1]
     candidates = [(max(x0, 0), max(y0 - 4, 0)), (max(x0, 0), y1 + height)]
     candidates += [(max(x0, 0), y0 - 4 - k * height) for k in (1, 2, 3) if y0 - 4 - k * height >= height]
     for org in candidates:
