@@ -128,3 +128,15 @@ def test_face_flow_measures_how_a_real_face_moved():
     flat = np.full_like(frame, 128)  # nothing to follow: unknown, not a guess, and lost
     boxes, lost = flow.follow(flat, faces)
     assert np.isnan(boxes).all() and lost.all()
+
+
+def test_shot_cuts_found_where_the_scene_changes_and_not_in_a_shaking_head():
+    from agevision.shots import ShotCuts
+
+    def cuts(name):
+        shots = ShotCuts()
+        with VideoSource(VIDEOS / name) as src:
+            return [n for n, frame in enumerate(src) if shots.is_cut(frame)]
+
+    assert cuts("face_recognition__short_hamilton_clip.mp4") == [20, 82, 211]  # looked at: three new shots
+    assert cuts("LivePortrait__driving_d12.mp4") == []  # a head shaking hard, one shot
