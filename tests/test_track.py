@@ -45,6 +45,22 @@ def test_smoother_is_not_dragged_by_a_few_odd_frames():
     assert abs(shown[-1] - shown[29]) < 1.5
 
 
+def test_tracker_keeps_two_crossing_faces_apart():
+    # A walks right and B left, behind A: B is hidden while their boxes are under a box
+    # width apart (9 frames); both keep their ids through the crossing
+    tracker = Tracker()
+    ids_a, ids_b = set(), set()
+    for k in range(45):
+        ax, bx = 100 + 12 * k, 628 - 12 * k
+        boxes = [[ax, 200, ax + 100, 300]] + ([[bx, 205, bx + 100, 305]] if abs(ax - bx) >= 100 else [])
+        f = Faces(boxes=np.array(boxes, np.float32), keypoints=np.zeros((len(boxes), 6, 2), np.float32),
+                  scores=np.full(len(boxes), 0.9, np.float32))
+        tracker.update(f)
+        ids_a.add(int(f.track_ids[0]))
+        ids_b.update(int(i) for i in f.track_ids[1:])
+    assert ids_a == {0} and ids_b == {1}
+
+
 def _read(smoother, tracker, ages, start_frame, every=3, p_female=0.2):
     """Feed one face reading `ages` on every `every`-th frame; returns the shown ages and labels."""
     shown = []
