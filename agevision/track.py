@@ -19,6 +19,7 @@ starts from nothing, so a new person never inherits the previous person's label.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,7 +86,7 @@ class Tracker:
         """Ids of the live tracks."""
         return list(self._tracks)
 
-    def drop(self, ids) -> None:
+    def drop(self, ids: Iterable[int]) -> None:
         """End the tracks `ids` now (their faces were lost, e.g. at a shot cut): the next
         update gives their faces new ids and lists them in `ended`."""
         for i in ids:
@@ -172,10 +173,11 @@ class _State:
 class Smoother:
     """Per-track weighted running mean, in probability space, of age distribution and P(female).
 
-    A person's age does not change during a video, so the mean keeps a long memory: each
-    frame, older readings keep `decay` of their weight (0.998: a half-life of about 12 s at
-    30 fps). A reading's weight is the detection score x how sure the model is (1 - normalised
-    entropy) x face quality (when measured) x how well it agrees with the track so far.
+    A person's age does not change during a video, so the mean keeps a long memory: with
+    each new reading, older readings keep `decay` of their weight (0.998: a half-life of 346
+    readings, 12 s when every frame of a 30 fps video is read). A reading's weight is the
+    detection score x how sure the model is (1 - normalised entropy) x face quality (when
+    measured) x how well it agrees with the track so far; it weighs age and gender alike.
 
     Agreement: the Bhattacharyya coefficient between the reading's age distribution and the
     track's, to the power `agree_power`, at least `min_agree`; it counts once the track is
@@ -185,9 +187,9 @@ class Smoother:
 
     Restart: a run of disagreeing readings starts with one whose agreement is under
     `min_agree` x 5 and goes on while each next reading overlaps the run more than the
-    track. A run lasting `restart_frames` frames replaces the track's mean: the tracker has
-    swapped people, or the first impression was wrong. A new track starts from nothing, so a new
-    person never inherits the previous person's label.
+    track. A run lasting `restart_frames` frames replaces the track's mean and gender label:
+    the tracker has swapped people, or the first impression was wrong. A new track starts
+    from nothing, so a new person never inherits the previous person's label.
 
     hysteresis: the shown gender changes only when the smoothed P(female) passes 0.5 by
     this margin, so a face near 0.5 does not flip label frame to frame.
@@ -207,8 +209,8 @@ class Smoother:
         """Smooth the estimated fields of `faces` (in place) by track id; forget `ended` tracks.
 
         frame: the frame's index in the video, for `warm_up` and `restart_frames` (default:
-        one more than the previous update's, right when every frame is estimated). Faces without an
-        estimate (age NaN, e.g. too small) leave their track unchanged. Returns faces.
+        one more than the previous update's, right when every frame is estimated). Faces
+        without an estimate (age NaN, e.g. too small) leave their track unchanged. Returns faces.
         """
         self._frame = self._frame + 1 if frame is None else frame
         for i in ended:
@@ -255,7 +257,7 @@ class Smoother:
                     st.odd, st.odd_since = _Sums(np.zeros(len(self.age_bins))), self._frame
                 st.odd.add(self.decay, w, probs, p_female)
                 if self._frame - st.odd_since >= self.restart_frames:
-                    st.sums, st.odd = st.odd, None
+                    st.sums, st.odd, st.female_label = st.odd, None, None
                     return st.sums.age / st.sums.weight
             else:
                 st.odd = None
