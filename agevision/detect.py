@@ -151,7 +151,7 @@ class FaceDetector:
         h, w = frame_bgr.shape[:2]
         parts = [self._detect_whole(frame_bgr)]
         for x0, y0, x1, y1 in tiles(w, h, self.tile_size):
-            found = self._detect_whole(np.ascontiguousarray(frame_bgr[y0:y1, x0:x1]))
+            found = self._detect_whole(frame_bgr[y0:y1, x0:x1])
             # a face cut by an inner tile edge is whole in the neighbouring tile or the frame
             b = found.boxes
             cut = (((b[:, 0] <= 2) & (x0 > 0)) | ((b[:, 1] <= 2) & (y0 > 0))
@@ -166,9 +166,10 @@ class FaceDetector:
 
     def _detect_whole(self, frame_bgr: np.ndarray) -> Faces:
         """MediaPipe on the whole of `frame_bgr`, boxes harmonised, double detections dropped."""
+        import cv2
         import mediapipe as mp
 
-        rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1])
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)  # contiguous, and far faster than [..., ::-1]
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
         if frame_bgr.shape not in self._shapes_seen:  # the native side logs its set-up per input size
             with _quiet_stderr():
