@@ -19,7 +19,7 @@ def tiny_run(tmp_path_factory, utkface):
     tmp = tmp_path_factory.mktemp("train")
     cfg = TrainConfig(data_dir=utkface, out_dir=tmp / "weights", duplicates=DUPLICATES, imagenet=IMAGENET,
                       cache_dir=tmp / "cache", checkpoint=tmp / "ckpt.pt", limit=96, epochs=4, batch_size=16,
-                      lr=1e-3, device="cpu")
+                      lr=1e-3, input_size=96, l1_weight=0.05, ema_decay=0.0, device="cpu")
     card = train(cfg, Console(quiet=True))
     return cfg, card
 
@@ -32,6 +32,19 @@ def test_tiny_training_run_lowers_the_loss(tiny_run):
     assert card["training_data"]["split_seed"] == 0
     assert card["training_data"]["images"] == 96
     assert set(card["validation_metrics"]) >= {"age_mae", "gender_accuracy", "gender_ece", "interval_coverage"}
+
+
+def test_train_command_defaults_are_the_config_defaults():
+    import dataclasses
+    import inspect
+
+    from agevision.cli import train as command
+
+    config = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    shared = {"epochs", "batch_size", "lr", "input_size", "freeze_blocks", "l1_weight", "ema_decay", "seed",
+              "limit", "cache_dir", "checkpoint", "resume", "device"}
+    defaults = {name: p.default for name, p in inspect.signature(command).parameters.items() if name in shared}
+    assert defaults == {name: config[name] for name in shared}
 
 
 def test_training_resumes_from_its_checkpoint(tiny_run):

@@ -36,7 +36,8 @@ IMAGENET_FILE = "mobilenet_v2-b0353104.pth"
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; stored in the model card."""
+    """Everything a training run depends on; stored in the model card. The defaults are the
+    recipe of the shipped weights, and those of `agevision train`."""
 
     data_dir: Path
     out_dir: Path = weights.DEFAULT_DIR
@@ -44,14 +45,14 @@ class TrainConfig:
     imagenet: Path | None = None
     cache_dir: Path = Path(".cache")
     checkpoint: Path = Path("runs/checkpoint.pt")
-    input_size: int = 96
-    epochs: int = 12
+    input_size: int = 112
+    epochs: int = 20
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 1.5e-3
     weight_decay: float = 1e-4
     freeze_blocks: int = 4
-    l1_weight: float = 0.05
-    ema_decay: float = 0.0
+    l1_weight: float = 0.15
+    ema_decay: float = 0.999
     seed: int = 0
     limit: int | None = None
     device: str | None = None
