@@ -225,17 +225,17 @@ def webcam(
         console.print(f"snapshot saved: {p}")
 
 
-class _Records(list):
-    """Face records kept in memory (for --summary), written to like a JsonlWriter."""
+class _Tally:
+    """Face records tallied for --summary as they are made, and passed on to a JsonlWriter."""
 
-    def __init__(self, *writers) -> None:
-        super().__init__()
-        self.writers = [w for w in writers if w is not None]
+    def __init__(self, tally, writer) -> None:
+        self.tally, self.writer = tally, writer
 
     def write(self, records: list[dict]) -> None:
-        self.extend(records)
-        for w in self.writers:
-            w.write(records)
+        for r in records:
+            self.tally.add(r)
+        if self.writer is not None:
+            self.writer.write(records)
 
 
 @app.command()
@@ -263,7 +263,7 @@ def video(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from agevision.people import ThumbnailKeeper, summarize, write_people_csv
+    from agevision.people import PeopleTally, ThumbnailKeeper, write_people_csv
     from agevision.pipeline import run_video
     from agevision.sinks import JsonlWriter, VideoWriter, check_writable, video_header
     from agevision.sources import VideoSource
@@ -286,7 +286,10 @@ def video(
                               detect_every=detect_every)
         jw = JsonlWriter(json, header) if json else None
         sinks.append(jw)
-        records = _Records(jw) if summary else jw  # the summary needs every record at the end
+        tally = PeopleTally() if summary else None
+        if tally is not None:
+            tally.add(header)
+        records = _Tally(tally, jw) if summary else jw
         keeper = ThumbnailKeeper() if summary else None
         window = _window("agevision") if show else None
         with _processor(weights, device, detector or "full", min_face, smooth=not raw,
@@ -319,7 +322,8 @@ def video(
     if result.frames == 0:
         raise AgevisionError(f"{input} has no decodable frames")
     if summary is not None:
-        people = summarize([header, *records, end], min_seconds=min_track)
+        tally.add(end)
+        people = tally.summary(min_track)
         keeper.attach(people)
         write_people_csv(people, summary)
     what = ", ".join(str(p) for p in (out, json, summary) if p)
@@ -350,10 +354,10 @@ def report(
 
     The page embeds its images and opens offline.
     """
-    from agevision.people import attach_thumbnails_from_video, read_records, summarize, write_people_csv
+    from agevision.people import attach_thumbnails_from_video, iter_records, summarize, write_people_csv
     from agevision.report import write_report
 
-    people = summarize(read_records(records), min_seconds=min_track)
+    people = summarize(iter_records(records), min_seconds=min_track)
     if people.people:
         attach_thumbnails_from_video(people, video)
     write_report(people, out, title=records.name)

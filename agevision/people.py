@@ -3,8 +3,9 @@
 `agevision video --json` writes JSONL: a header record (`"type": "video"`: the video, its
 size, frame rate and frame count), one `"type": "face"` record per face per frame (see
 `sinks.face_records`) and an end record (`"type": "end"`: frames processed, interrupted).
-`read_records` reads such a file back; `summarize` turns the records into one `Person` per
-track long enough to be a real face; `write_people_csv` writes them with their thumbnails.
+`iter_records` / `read_records` read such a file back; `summarize` (or, record by record,
+`PeopleTally`) turns the records into one `Person` per track long enough to be a real face;
+`write_people_csv` writes them with their thumbnails.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import csv
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,120 +89,183 @@ class Summary:
         return {k: [r[k] for r in rows] for k in keys}
 
 
-def read_records(path: Path) -> list[dict]:
-    """Read a JSONL file of records written by `agevision video --json`.
+def iter_records(path: Path) -> Iterator[dict]:
+    """The records of a JSONL file written by `agevision video --json`, one at a time.
 
-    Returns the records in file order. Raises AgevisionError if the file is missing, empty
-    or has a broken line before the last; a broken last line (a cut file) is dropped with a
-    warning.
+    Raises AgevisionError if the file is missing, unreadable or empty, or has a broken line
+    before the last; a broken last line (a cut file) is dropped with a warning.
     """
     path = Path(path)
     if not path.is_file():
         raise AgevisionError(f"no such records file: {path}")
+    broken, any_line, good = None, False, 0
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                if broken is not None:
+                    raise AgevisionError(f"{path} line {broken} is not a JSON record: is this a records file from "
+                                         "`agevision video --json`?")
+                any_line = True
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    rec = None
+                if not isinstance(rec, dict):
+                    broken = n
+                    continue
+                good += 1
+                yield rec
     except (OSError, UnicodeDecodeError) as err:
         raise AgevisionError(f"cannot read {path}: {err}") from None
-    lines = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-    if not lines:
+    if not any_line:
         raise AgevisionError(f"{path} is empty: no records")
-    records = []
-    for k, (n, line) in enumerate(lines):
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            if k == len(lines) - 1 and records:
-                warnings.warn(f"{path}: last line ({n}) is cut short (truncated file?); ignored", stacklevel=2)
-                break
-            raise AgevisionError(f"{path} line {n} is not a JSON record: is this a records file from "
-                                 "`agevision video --json`?") from None
-        records.append(rec)
-    return records
+    if broken is not None:
+        if not good:
+            raise AgevisionError(f"{path} line {broken} is not a JSON record: is this a records file from "
+                                 "`agevision video --json`?")
+        warnings.warn(f"{path}: last line ({broken}) is cut short (truncated file?); ignored", stacklevel=2)
 
 
-def _split_records(records: list[dict]) -> tuple[dict, list[dict], dict | None]:
-    """(header, face records, end record) with checks; AgevisionError on mixed or foreign records."""
-    headers = [r for r in records if r.get("type") == "video"]
-    faces = [r for r in records if r.get("type", "face") == "face"]
-    ends = [r for r in records if r.get("type") == "end"]
-    videos = sorted({str(h.get("video")) for h in headers})
-    if len(videos) > 1:
-        raise AgevisionError(f"records from {len(videos)} different videos are mixed ({', '.join(videos[:3])}); "
-                             "summarise one video at a time")
-    if len(headers) > 1:
-        raise AgevisionError(f"records of {len(headers)} runs over {videos[0]} are mixed; keep one run per file")
-    if not headers:
-        raise AgevisionError("no video header record: these records were not written by `agevision video --json`")
-    needed = {"frame", "time", "track_id", "box"}
-    for r in faces:
-        if not needed <= set(r):
-            raise AgevisionError(f"a face record lacks {', '.join(sorted(needed - set(r)))}: not agevision records")
-    frames = [r["frame"] for r in faces]
-    if any(b < a for a, b in zip(frames, frames[1:], strict=False)):
-        raise AgevisionError("face records go back in time: records of several runs are mixed")
-    return headers[0], faces, (ends[-1] if ends else None)
+def read_records(path: Path) -> list[dict]:
+    """All records of a JSONL file written by `agevision video --json`, in file order (see
+    `iter_records` for the errors)."""
+    return list(iter_records(path))
+
+
+@dataclass
+class _Sightings:
+    """One track's records, tallied: (first time, last time, frames, the latest estimate, the
+    best face and quality-weighted sums of the estimates) over the detected records and over
+    all of them; the frames it was seen in."""
+
+    first: float
+    last: float = 0.0
+    frames: array = field(default_factory=lambda: array("i"))
+    latest: dict[bool, dict] = field(default_factory=dict)  # detected-only? -> last record with an age
+    best: dict[bool, tuple] = field(default_factory=dict)  # detected-only? -> (key, frame, box, quality)
+    sums: dict[bool, np.ndarray] = field(default_factory=dict)  # detected-only? -> w, w*age, low, high, p_female
+
+    def add(self, r: dict) -> None:
+        self.last = r["time"]
+        self.frames.append(int(r["frame"]))
+        for only_detected in (False, True):
+            if only_detected and not r.get("detected", True):
+                continue
+            key = best_face_key(r.get("quality"), r["box"])
+            if only_detected not in self.best or key > self.best[only_detected][0]:
+                self.best[only_detected] = (key, int(r["frame"]), list(r["box"]), float(r.get("quality") or 0.0))
+            if r.get("age") is not None:
+                self.latest[only_detected] = {k: r.get(k) for k in ("age", "age_low", "age_high", "p_female")}
+                w = max(r.get("quality") or 0.0, 0.05)
+                row = w * np.array([1.0, r["age"], r["age_low"], r["age_high"], r["p_female"]])
+                self.sums[only_detected] = self.sums.get(only_detected, 0) + row
+
+    def person(self, track_id: int, smoothed: bool) -> Person:
+        """The track as a Person: estimates and best face from detected records (all records
+        if none was detected); the final smoothed estimate, or the weighted mean of raw ones."""
+        seen = True in self.best
+        if smoothed:
+            final = self.latest.get(seen, {})
+        elif seen in self.sums:
+            w, *rest = self.sums[seen]
+            final = {k: round(float(v / w), 3) for k, v in zip(("age", "age_low", "age_high", "p_female"), rest,
+                                                                strict=True)}
+        else:
+            final = {}
+        _, frame, box, quality = self.best[seen]
+        return Person(track_id=track_id, first_seen=self.first, last_seen=self.last, frames=len(self.frames),
+                      age=final.get("age"), age_low=final.get("age_low"), age_high=final.get("age_high"),
+                      gender=_gender(final.get("p_female")), p_female=final.get("p_female"),
+                      best_frame=frame, best_box=box, best_quality=quality)
+
+
+class PeopleTally:
+    """The people of one video, gathered one record at a time as `agevision video` writes
+    them or a records file is read: memory grows with the number of tracks (plus 4 bytes a
+    face per frame), not with the records.
+
+    add(record) for each record in file order; summary(min_seconds) at the end.
+    Raises AgevisionError on records of several videos or runs, or not written by
+    `agevision video --json`.
+    """
+
+    NEEDED = ("frame", "time", "track_id", "box")
+
+    def __init__(self) -> None:
+        self.header: dict | None = None
+        self.end: dict | None = None
+        self._tracks: dict[int, _Sightings] = {}
+        self._last_face: dict | None = None
+
+    def add(self, r: dict) -> None:
+        """Tally one record (a header, face or end record)."""
+        kind = r.get("type", "face")
+        if kind == "video":
+            if self.header is not None:
+                a, b = str(self.header.get("video")), str(r.get("video"))
+                if a != b:
+                    raise AgevisionError(f"records from 2 different videos are mixed ({a}, {b}); "
+                                         "summarise one video at a time")
+                raise AgevisionError(f"records of 2 runs over {a} are mixed; keep one run per file")
+            self.header = r
+        elif kind == "end":
+            self.end = r
+        elif kind == "face":
+            missing = [k for k in self.NEEDED if k not in r]
+            if missing:
+                raise AgevisionError(f"a face record lacks {', '.join(missing)}: not agevision records")
+            if self._last_face is not None and r["frame"] < self._last_face["frame"]:
+                raise AgevisionError("face records go back in time: records of several runs are mixed")
+            self._last_face = r
+            tid = int(r["track_id"])
+            if tid not in self._tracks:
+                self._tracks[tid] = _Sightings(first=r["time"])
+            self._tracks[tid].add(r)
+
+    def summary(self, min_seconds: float = 0.5) -> Summary:
+        """The people so far (see `summarize`)."""
+        if self.header is None:
+            raise AgevisionError("no video header record: these records were not written by `agevision video --json`")
+        fps = float(self.header.get("fps") or 0) or 25.0
+        if self.end is not None:
+            frame_count, interrupted = int(self.end.get("frames", 0)), bool(self.end.get("interrupted", False))
+        else:
+            frame_count = self._last_face["frame"] + 1 if self._last_face else 0
+            interrupted = True
+        smoothed = bool(self.header.get("smoothed", True))
+        people, short = [], 0
+        on_screen = np.zeros(max(frame_count, 0), np.int32)
+        for tid, track in self._tracks.items():
+            if (track.last - track.first) + 1 / fps < min_seconds:
+                short += 1
+                continue
+            people.append(track.person(tid, smoothed))
+            frames = np.frombuffer(track.frames, np.int32)
+            np.add.at(on_screen, frames[frames < len(on_screen)], 1)
+        people.sort(key=lambda p: (p.first_seen, p.track_id))
+        return Summary(video=str(self.header.get("video")), fps=fps, frame_count=frame_count, people=people,
+                       short_tracks=short, min_seconds=min_seconds, on_screen=on_screen, interrupted=interrupted)
 
 
 def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
-    """People in one video from its records (as from `read_records`).
+    """People in one video from its records (as from `read_records` or `iter_records`).
 
     min_seconds: tracks seen for less time than this are left out as likely false
     detections (counted in Summary.short_tracks). Raises AgevisionError on records of
     several videos, or records not written by `agevision video --json`.
     """
-    header, faces, end = _split_records(list(records))
-    fps = float(header.get("fps") or 0) or 25.0
-    if end is not None:
-        frame_count, interrupted = int(end.get("frames", 0)), bool(end.get("interrupted", False))
-    else:
-        frame_count, interrupted = (faces[-1]["frame"] + 1 if faces else 0), True
-    tracks: dict[int, list[dict]] = {}
-    for r in faces:
-        tracks.setdefault(int(r["track_id"]), []).append(r)
-    people, short = [], 0
-    for tid, recs in tracks.items():
-        first, last = recs[0]["time"], recs[-1]["time"]
-        if (last - first) + 1 / fps < min_seconds:
-            short += 1
-            continue
-        # frames between detections ("detected": false) repeat the last estimate on a predicted box
-        seen = [r for r in recs if r.get("detected", True)] or recs
-        estimated = [r for r in seen if r.get("age") is not None]
-        final = estimated[-1] if (estimated and header.get("smoothed", True)) else _weighted_mean(estimated)
-        best = max(seen, key=lambda r: best_face_key(r.get("quality"), r["box"]))
-        people.append(Person(
-            track_id=tid, first_seen=first, last_seen=last, frames=len(recs),
-            age=final.get("age"), age_low=final.get("age_low"), age_high=final.get("age_high"),
-            gender=_gender(final.get("p_female")), p_female=final.get("p_female"),
-            best_frame=int(best["frame"]), best_box=list(best["box"]), best_quality=float(best.get("quality") or 0.0),
-        ))
-    people.sort(key=lambda p: (p.first_seen, p.track_id))
-    kept = {p.track_id for p in people}
-    on_screen = np.zeros(max(frame_count, 0), np.int32)
-    for r in faces:
-        if int(r["track_id"]) in kept and r["frame"] < len(on_screen):
-            on_screen[r["frame"]] += 1
-    return Summary(video=str(header.get("video")), fps=fps, frame_count=frame_count, people=people,
-                   short_tracks=short, min_seconds=min_seconds, on_screen=on_screen, interrupted=interrupted)
+    tally = PeopleTally()
+    for r in records:
+        tally.add(r)
+    return tally.summary(min_seconds)
 
 
 def _gender(p_female: float | None) -> str | None:
     """The summary's gender from the track's final P(female). The label shown on the video
     may differ near 0.5: the smoother holds it steady there (hysteresis)."""
     return None if p_female is None else ("F" if p_female >= 0.5 else "M")
-
-
-def _weighted_mean(recs: list[dict]) -> dict:
-    """Age, interval ends and P(female) averaged over raw (unsmoothed) records, weighted by
-    face quality; {} when there are none."""
-    if not recs:
-        return {}
-    w = np.array([max(r.get("quality") or 0.0, 0.05) for r in recs])
-    out = {k: round(float(np.average([r[k] for r in recs], weights=w)), 3)
-           for k in ("age", "age_low", "age_high", "p_female")}
-    return out
 
 
 def best_face_key(quality: float | None, box) -> tuple[float, float]:

@@ -88,6 +88,24 @@ def test_summary_of_a_video_with_nobody():
     assert s.people == [] and s.frame_count == 30 and not s.on_screen.any()
 
 
+def test_summary_of_hours_of_records_keeps_no_records_in_memory():
+    import tracemalloc
+
+    def records():  # 20 minutes at 30 fps with three people on screen: 108,000 face records
+        yield {**HEADER, "fps": 30.0, "frame_count": 36_000}
+        for n in range(36_000):
+            for tid in range(3):
+                yield {**_face(n, tid, age=20 + 10 * tid), "time": n / 30}
+        yield {"type": "end", "frames": 36_000, "interrupted": False}
+
+    tracemalloc.start()
+    s = summarize(records())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [p.frames for p in s.people] == [36_000] * 3 and s.on_screen.max() == 3
+    assert peak < 4e6, peak  # the frames seen, 4 bytes each, and the on-screen counts; not the records
+
+
 def test_records_files_bad_and_cut(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text("")
