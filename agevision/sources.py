@@ -24,8 +24,11 @@ class VideoSource:
     """Decode a video file on a background thread into a bounded queue.
 
     path: a video file. Raises AgevisionError if it is missing, unreadable, not a video or
-    has no video stream. Attributes: width, height, fps (Fraction), frame_count (estimate,
-    0 if unknown), has_audio.
+    has no video stream. Frames come upright: a video stored on its side with a display
+    rotation (as phones record portrait video) is turned as players show it. Attributes:
+    width, height (of the frames as yielded), fps (Fraction), frame_count (estimate, 0 if
+    unknown), has_audio, rotation (degrees counterclockwise the frames were turned: 0, 90,
+    180 or 270).
     """
 
     def __init__(self, path: Path, queue_size: int = 8) -> None:
@@ -49,6 +52,12 @@ class VideoSource:
         if not self.width or not self.height:
             self._container.close()
             raise AgevisionError(f"{path} has a video stream with no picture size")
+        self._error: str | None = None
+        self._frames = self._container.decode(self._stream)
+        self._first = self._next_frame()  # its display rotation tells how to turn every frame
+        self.rotation = _quarter_turns(getattr(self._first, "rotation", 0)) * 90
+        if self.rotation in (90, 270):
+            self.width, self.height = self.height, self.width
         rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(25)
         self.fps = Fraction(rate)
         self.frame_count = int(self._stream.frames or 0)
@@ -57,20 +66,32 @@ class VideoSource:
         self.has_audio = bool(self._container.streams.audio)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
-        self._error: str | None = None
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _next_frame(self):
+        """The next decoded av.VideoFrame, or None at the end or on a decoding error (kept in _error)."""
         import av
 
         try:
-            for frame in self._container.decode(self._stream):
-                if self._stop.is_set():
-                    break
-                self._put(frame.to_ndarray(format="bgr24"))
+            return next(self._frames)
+        except StopIteration:
+            return None
         except av.error.FFmpegError as err:
             self._error = f"{self.path}: decoding failed ({err})"
+            return None
+
+    def _run(self) -> None:
+        import cv2
+
+        turns = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+        turn = turns.get(self.rotation)
+        frame, self._first = self._first, None
+        try:
+            while frame is not None and not self._stop.is_set():
+                image = frame.to_ndarray(format="bgr24")
+                self._put(image if turn is None else cv2.rotate(image, turn))
+                frame = self._next_frame()
         finally:
             self._put(_END)
 
@@ -107,6 +128,11 @@ class VideoSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _quarter_turns(degrees: float) -> int:
+    """A display rotation (degrees counterclockwise, any sign) as 0-3 quarter turns."""
+    return int(round(float(degrees or 0) / 90)) % 4
 
 
 class CameraSource:

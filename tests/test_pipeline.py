@@ -166,6 +166,30 @@ def test_video_command_end_to_end(tmp_path):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_a_video_stored_on_its_side_comes_out_upright(tmp_path):
+    # as a phone records portrait video: the picture stored turned, with a display rotation
+    frames = _frames(WITH_AUDIO, 20)  # 640x360, a face in every frame
+    clip, out, records = tmp_path / "phone.mp4", tmp_path / "out.mp4", tmp_path / "faces.jsonl"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 360, 640, "yuv420p"
+        stream.set_display_rotation(90)  # shown turned 90 degrees counterclockwise
+        for frame in frames:
+            turned = np.ascontiguousarray(cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(turned, format="bgr24")))
+        container.mux(stream.encode())
+    r = runner.invoke(app, ["video", str(clip), "--out", str(out), "--json", str(records)])
+    assert r.exit_code == 0, r.output
+    header = json.loads(records.read_text().splitlines()[0])
+    assert (header["width"], header["height"]) == (640, 360)
+    with av.open(str(out)) as container:
+        shown = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert len(shown) == 20 and shown[0].shape == (360, 640, 3)
+    upright = np.abs(shown[10].astype(int) - frames[10]).mean()
+    upside_down = np.abs(shown[10].astype(int) - cv2.rotate(frames[10], cv2.ROTATE_180)).mean()
+    assert upright < 10 and upside_down > 3 * upright, (upright, upside_down)
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda d: d / "missing.mp4", "no such video file"),
     (lambda d: (d / "notes.mp4").write_text("hello") and d / "notes.mp4", "not a readable video"),
