@@ -12,14 +12,16 @@ from agevision.faces import Faces
 
 
 def read_bgr(path: Path) -> np.ndarray:
-    """Read an image as BGR uint8 (H, W, 3), converting grayscale and 4-channel images.
+    """Read an image as BGR uint8 (H, W, 3), converting grayscale, 4-channel and 16-bit images,
+    turned upright as its EXIF orientation says (phone photos).
 
     Raises AgevisionError if the file is missing or not a readable image.
     """
     path = Path(path)
     if not path.is_file():
         raise AgevisionError(f"no such image: {path}")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    # not IMREAD_UNCHANGED: that one ignores the EXIF orientation
+    image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     if image is None or image.size == 0:
         raise AgevisionError(f"{path} is not a readable image")
     if image.dtype != np.uint8:

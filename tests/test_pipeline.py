@@ -223,6 +223,27 @@ def test_image_command_bad_and_odd_images(tmp_path):
     assert r.exit_code == 1 and "no such image" in r.output
 
 
+def _jpeg_with_orientation(image_bgr, orientation: int) -> bytes:
+    """A JPEG of `image_bgr` with an EXIF orientation tag (as a phone camera writes)."""
+    entry = (0x0112).to_bytes(2, "little") + (3).to_bytes(2, "little") + (1).to_bytes(4, "little")
+    entry += orientation.to_bytes(2, "little") + b"\0\0"
+    tiff = b"II*\0" + (8).to_bytes(4, "little") + (1).to_bytes(2, "little") + entry + (0).to_bytes(4, "little")
+    payload = b"Exif\0\0" + tiff
+    jpeg = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+def test_a_phone_photo_is_read_upright(tmp_path):
+    from agevision.images import read_bgr
+
+    frame = _frames(WITH_AUDIO, 1)[0]  # 640x360
+    stored = cv2.rotate(frame, cv2.ROTATE_90_COUNTERCLOCKWISE)  # orientation 6: shown turned clockwise
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(_jpeg_with_orientation(stored, 6))
+    image = read_bgr(path)
+    assert image.shape == frame.shape and np.abs(image.astype(int) - frame).mean() < 4
+
+
 def test_evaluate_bad_folders(tmp_path):
     r = runner.invoke(app, ["evaluate", str(tmp_path / "missing")])
     assert r.exit_code == 1 and "no such folder" in r.output
