@@ -168,10 +168,39 @@ def _processor(weights: Path | None, device: str | None, detector: str, min_face
                           tile_size=tile_size)
 
 
+def _check_display() -> None:
+    """AgevisionError unless a window can open: on Linux, OpenCV's Qt needs a reachable X
+    display (DISPLAY), and without one it aborts the whole process instead of raising."""
+    import os
+    import socket
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    display = os.environ.get("DISPLAY", "")
+    hint = "run under a desktop session, or without the window (agevision video without --show)"
+    if not display:
+        raise AgevisionError(f"cannot open a window: no display (DISPLAY is not set); {hint}")
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        raise AgevisionError(f"cannot open a window: DISPLAY={display!r} is not a display name; {hint}")
+    try:
+        if host in ("", "unix"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(1.0)
+                sock.connect(f"/tmp/.X11-unix/X{number}")
+        else:
+            socket.create_connection((host, 6000 + int(number)), timeout=1.0).close()
+    except OSError:
+        raise AgevisionError(f"cannot open a window: no X display answers at DISPLAY={display}; {hint}") from None
+
+
 def _window(title: str):
     """(show, read_key, close) for an OpenCV window; AgevisionError if there is no display."""
     import cv2
 
+    _check_display()
     try:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)
     except cv2.error:
@@ -277,6 +306,8 @@ def video(
             raise AgevisionError(f"{target} would overwrite the input video")
     if summary is not None:
         check_writable(summary)
+    if show:
+        _check_display()
     src = VideoSource(input)
     sinks = []
     try:

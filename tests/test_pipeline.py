@@ -282,6 +282,15 @@ def test_webcam_without_a_camera_is_one_clear_line():
     assert r.exit_code == 1 and "no camera at index 7" in r.output and "Traceback" not in r.output
 
 
+def test_no_display_is_one_clear_line_not_a_qt_abort(tmp_path):
+    # OpenCV's Qt aborts the process without an X display; agevision must say so first
+    r = runner.invoke(app, ["webcam", "--source", str(TALKING)], env={"DISPLAY": None})
+    assert r.exit_code == 1 and "cannot open a window: no display" in r.output
+    out = tmp_path / "out.mp4"
+    r = runner.invoke(app, ["video", str(TALKING), "--out", str(out), "--show"], env={"DISPLAY": ":93"})
+    assert r.exit_code == 1 and "no X display answers at DISPLAY=:93" in r.output and not out.exists()
+
+
 def test_live_loop_in_a_real_window_under_xvfb(tmp_path):
     import os
     import shutil
