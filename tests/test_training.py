@@ -97,3 +97,21 @@ def test_age_targets_are_distributions_centred_on_the_age():
     t = age_targets(torch.tensor([0, 30, 116]), bins)
     assert torch.allclose(t.sum(1), torch.ones(3))
     assert t.argmax(1).tolist() == [0, 30, 100]
+
+
+def test_compression_augmentation_smooths_the_chosen_faces_only(utkface):
+    import cv2
+
+    from agevision.training.augment import _compress
+
+    image = cv2.imread(str(sorted(utkface.glob("30_1_0_*"))[0]))  # a 30-year-old woman, 200x200
+    face = cv2.resize(image, (112, 112), interpolation=cv2.INTER_AREA)[:, :, ::-1]  # RGB
+    x = torch.from_numpy(np.stack([face, face]).copy()).permute(0, 3, 1, 2).float()
+    y = _compress(x, torch.tensor([True, False]), torch.tensor([0.1, 0.1]))
+    assert y.shape == x.shape and torch.equal(y[1], x[1])  # only the chosen face is touched
+    assert torch.equal(y[0], y[0].round()) and 0 <= float(y.min()) and float(y.max()) <= 255
+    changed = float((y[0] - x[0]).abs().mean())
+    assert 1.5 < changed < 20, changed  # the same face, degraded
+    harder = _compress(x, torch.tensor([True, False]), torch.tensor([0.95, 0.0]))[0]  # JPEG quality 17
+    milder = _compress(x, torch.tensor([True, False]), torch.tensor([0.55, 0.0]))[0]  # quality 35
+    assert float((harder - x[0]).abs().mean()) > float((milder - x[0]).abs().mean())

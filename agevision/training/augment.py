@@ -16,8 +16,9 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
     """Randomly flip, rotate (±10°), scale (±8%), shift (±5%), blur and recolour a float batch.
 
     Blur: a fifth of the faces are shrunk to 35-100% of their size and blown up again, as a
-    small face in a wide video frame is. x: (N, 3, S, S) float in [0, 255]. Returns a new
-    tensor of the same shape.
+    small face in a wide video frame is. Compression: 30% go through JPEG at quality 15-60,
+    half of those smoothed first, as video codecs and camera denoising smooth skin (see
+    `_compress`). x: (N, 3, S, S) float in [0, 255]. Returns a new tensor of the same shape.
     """
     n, dev = len(x), x.device
 
@@ -41,7 +42,30 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
     x = (x - mean) * contrast + mean + brightness
     gray = rand(n, 1, 1, 1) < 0.1
     x = torch.where(gray, x.mean(dim=1, keepdim=True).expand_as(x), x)
-    return x.clamp(0, 255)
+    return _compress(x.clamp(0, 255), rand(n) < 0.3, rand(n))
+
+
+def _compress(x: torch.Tensor, chosen: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """`x` with the `chosen` images compressed as video is: fine texture (the skin's, which
+    reads as age) smoothed away and blocks added. On UTKFace validation faces, H.264 at CRF
+    30 made the shipped model read people of 30-60 4.2 years younger, and edge-preserving
+    smoothing 4.7. level (N,) in [0, 1): JPEG quality 60 down to 15; below 0.5 the image is
+    also smoothed (bilateral filter) first. Runs on the CPU (OpenCV); returns a new tensor."""
+    import cv2
+
+    if not chosen.any():
+        return x
+    x = x.clone()
+    for i in torch.nonzero(chosen).flatten().tolist():
+        image = x[i].permute(1, 2, 0).round().to(torch.uint8).cpu().numpy()[:, :, ::-1].copy()  # BGR
+        lv = float(level[i])
+        if lv < 0.5:
+            image = cv2.bilateralFilter(image, 7, 20 + 40 * lv, 5)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(60 - 45 * lv)])
+        if ok:
+            image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        x[i] = torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1).to(x)
+    return x
 
 
 def _lose_resolution(x: torch.Tensor, chosen: torch.Tensor, factor: float) -> torch.Tensor:
