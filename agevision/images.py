@@ -28,9 +28,7 @@ def read_bgr(path: Path) -> np.ndarray:
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image[:, :, :3]
+    return image  # IMREAD_ANYCOLOR gives 3 channels for colour images, alpha dropped
 
 
 def crop_face(image_bgr: np.ndarray) -> Faces:

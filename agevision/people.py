@@ -105,8 +105,7 @@ def iter_records(path: Path) -> Iterator[dict]:
                 if not line.strip():
                     continue
                 if broken is not None:
-                    raise AgevisionError(f"{path} line {broken} is not a JSON record: is this a records file from "
-                                         "`agevision video --json`?")
+                    raise _not_a_record(path, broken)
                 any_line = True
                 try:
                     rec = json.loads(line)
@@ -123,9 +122,13 @@ def iter_records(path: Path) -> Iterator[dict]:
         raise AgevisionError(f"{path} is empty: no records")
     if broken is not None:
         if not good:
-            raise AgevisionError(f"{path} line {broken} is not a JSON record: is this a records file from "
-                                 "`agevision video --json`?")
+            raise _not_a_record(path, broken)
         warnings.warn(f"{path}: last line ({broken}) is cut short (truncated file?); ignored", stacklevel=2)
+
+
+def _not_a_record(path: Path, line: int) -> AgevisionError:
+    return AgevisionError(f"{path} line {line} is not a JSON record: is this a records file from "
+                          "`agevision video --json`?")
 
 
 def read_records(path: Path) -> list[dict]:
@@ -197,7 +200,7 @@ class PeopleTally:
         self.header: dict | None = None
         self.end: dict | None = None
         self._tracks: dict[int, _Sightings] = {}
-        self._last_face: dict | None = None
+        self._last_frame: int | None = None  # frame of the last face record
 
     def add(self, r: dict) -> None:
         """Tally one record (a header, face or end record)."""
@@ -216,9 +219,9 @@ class PeopleTally:
             missing = [k for k in self.NEEDED if k not in r]
             if missing:
                 raise AgevisionError(f"a face record lacks {', '.join(missing)}: not agevision records")
-            if self._last_face is not None and r["frame"] < self._last_face["frame"]:
+            if self._last_frame is not None and r["frame"] < self._last_frame:
                 raise AgevisionError("face records go back in time: records of several runs are mixed")
-            self._last_face = r
+            self._last_frame = int(r["frame"])
             tid = int(r["track_id"])
             if tid not in self._tracks:
                 self._tracks[tid] = _Sightings(first=r["time"])
@@ -232,7 +235,7 @@ class PeopleTally:
         if self.end is not None:
             frame_count, interrupted = int(self.end.get("frames", 0)), bool(self.end.get("interrupted", False))
         else:
-            frame_count = self._last_face["frame"] + 1 if self._last_face else 0
+            frame_count = self._last_frame + 1 if self._last_frame is not None else 0
             interrupted = True
         smoothed = bool(self.header.get("smoothed", True))
         people, short = [], 0

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from agevision.detect import DETECT_EVERY, TILE_SIZE
+from agevision.faces import Faces
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor
 from agevision.sources import VideoSource
@@ -44,15 +44,18 @@ def raw_frames(estimator: Estimator, path: Path, detector: str, detect_every: in
         return frames, float(src.fps)
 
 
+def _copy(faces: Faces) -> Faces:
+    """A copy the smoother may change without touching the recorded raw faces."""
+    return faces.subset(np.arange(len(faces)))
+
+
 def replay(frames: list, fps: float, smoother: Smoother | None) -> dict:
     """Smooth recorded frames; figures for the longest track (see module doc)."""
     rows: dict[int, list] = {}
     for n, (faces, ended) in enumerate(frames):
         raw = faces
         if smoother is not None:
-            faces = smoother.update(replace(faces, age=faces.age.copy(), age_low=faces.age_low.copy(),
-                                            age_high=faces.age_high.copy(), p_female=faces.p_female.copy(),
-                                            female=faces.female.copy()), ended, n)
+            faces = smoother.update(_copy(faces), ended, n)
         for i, tid in enumerate(faces.track_ids):
             if not np.isnan(faces.age[i]):
                 rows.setdefault(int(tid), []).append((n, raw.age[i], faces.age[i], raw.female[i], faces.female[i]))
@@ -86,9 +89,7 @@ def swap_seconds(first: list, second: list, fps: float, make: Callable[[], Smoot
     target = replay(one_track(second), fps, make())["mean_age"]
     smoother = make()
     for n, (faces, ended) in enumerate(head + one_track(second)):
-        faces = smoother.update(replace(faces, age=faces.age.copy(), age_low=faces.age_low.copy(),
-                                        age_high=faces.age_high.copy(), p_female=faces.p_female.copy(),
-                                        female=faces.female.copy()), ended, n)
+        faces = smoother.update(_copy(faces), ended, n)
         if n >= len(head) and len(faces) and abs(float(faces.age[0]) - target) < 3:
             return (n - len(head)) / fps
     return float("inf")
