@@ -20,6 +20,22 @@ from agevision.faces import LEFT_EYE, RIGHT_EYE, Faces
 BOX_FRACTION = 0.62
 CENTER = (0.5, 0.47)
 
+# Face geometry relative to a tight UTKFace image (box x0,y0,x1,y1 and 6 keypoints, as
+# fractions of width/height): medians of full-range detections on every 40th UTKFace image
+# (471 faces). Used for ready-cropped faces and when no image of a set gave a detection.
+DEFAULT_BOX = np.array([0.0, -0.02, 0.98, 0.95], np.float32)
+DEFAULT_KEYPOINTS = np.array(
+    [[0.30, 0.30], [0.68, 0.30], [0.50, 0.53], [0.50, 0.71], [0.10, 0.38], [0.88, 0.37]], np.float32
+)
+
+
+def geometry_to_faces(geom: np.ndarray, w: int, h: int) -> Faces:
+    """Faces record (one face) from 16 relative numbers (box, keypoints) on a w x h image."""
+    scale = np.array([w, h], np.float32)
+    box = (geom[:4].reshape(2, 2) * scale).reshape(1, 4)
+    kps = (geom[4:].reshape(6, 2) * scale).reshape(1, 6, 2)
+    return Faces(boxes=box.astype(np.float32), keypoints=kps.astype(np.float32), scores=np.ones(1, np.float32))
+
 
 def crop_transforms(faces: Faces, size: int) -> np.ndarray:
     """Affine transforms mapping each face of `faces` onto a `size`x`size` crop.

@@ -362,11 +362,17 @@ def video(
     msg = f"{result.frames} frames, {result.faces} face boxes, {rate:.1f} FPS" + (f" -> {what}" if what else "")
     if summary is not None:
         n = len(people.people)
-        msg += f" ({n} {'person' if n == 1 else 'people'})"
+        msg += f" ({n} {'person' if n == 1 else 'people'}{_unreadable_note(people)})"
     if result.interrupted:
         console.print(f"[yellow]stopped early:[/] {msg}")
         raise typer.Exit(130)
     console.print(msg)
+
+
+def _unreadable_note(summary) -> str:
+    """', 2 unreadable faces' when a summary counted tracks that could not be read, else ''."""
+    n = summary.unreadable
+    return f", {n} unreadable face{'s' if n != 1 else ''}" if n else ""
 
 
 @app.command()
@@ -395,7 +401,8 @@ def report(
     if csv is not None:
         write_people_csv(people, csv)
     n = len(people.people)
-    console.print(f"{n} {'person' if n == 1 else 'people'} in {Path(people.video).name} -> {out}"
+    console.print(f"{n} {'person' if n == 1 else 'people'}{_unreadable_note(people)} in {Path(people.video).name} "
+                  f"-> {out}"
                   + (f", {csv}" if csv else ""))
 
 

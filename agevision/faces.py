@@ -30,11 +30,16 @@ class Faces:
     age:        (N,) float32 expected age in years (NaN until estimated).
     age_low, age_high: (N,) float32 bounds of the 80% age interval.
     p_female:   (N,) float32 probability that the face is female.
-    female:     (N,) bool, the gender label shown (P(female) >= 0.5 unless a smoother holds
-                a track's label steady).
+    gender:     (N,) str, the gender label shown: "F", "M" or "?" (not sure, or not read);
+                from P(female) by `labels.gender_labels` unless a smoother holds a track's
+                label steady.
     age_probs:  (N, K) float32 age distribution over the model's bins, or None.
     quality:    (N,) float32 in [0, 1], how frontal, large and sharp the face is (NaN until
                 measured; see agevision.quality).
+    readable:   (N,) bool, whether the face can be read at all (not too dark, small, blurred
+                or turned away; see `quality.readable`); unreadable faces get no estimate.
+
+    Raises ValueError on creation if the arrays do not all have N rows.
     """
 
     boxes: np.ndarray = field(default_factory=lambda: _empty((0, 4)))
@@ -45,9 +50,10 @@ class Faces:
     age_low: np.ndarray | None = None
     age_high: np.ndarray | None = None
     p_female: np.ndarray | None = None
-    female: np.ndarray | None = None
+    gender: np.ndarray | None = None
     age_probs: np.ndarray | None = None
     quality: np.ndarray | None = None
+    readable: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.boxes)
@@ -56,8 +62,17 @@ class Faces:
         for name in ("age", "age_low", "age_high", "p_female", "quality"):
             if getattr(self, name) is None:
                 setattr(self, name, np.full(n, np.nan, dtype=np.float32))
-        if self.female is None:
-            self.female = self.p_female >= 0.5
+        if self.gender is None:
+            from agevision.labels import gender_labels
+
+            self.gender = gender_labels(self.p_female)
+        if self.readable is None:
+            self.readable = np.ones(n, dtype=bool)
+        for name in ("keypoints", "scores", "track_ids", "age", "age_low", "age_high", "p_female", "gender",
+                     "age_probs", "quality", "readable"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"Faces: {name} has {len(value)} rows for {n} boxes")
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -74,9 +89,10 @@ class Faces:
             age_low=self.age_low[index],
             age_high=self.age_high[index],
             p_female=self.p_female[index],
-            female=self.female[index],
+            gender=self.gender[index],
             age_probs=None if self.age_probs is None else self.age_probs[index],
             quality=self.quality[index],
+            readable=self.readable[index],
         )
 
     @property

@@ -33,7 +33,7 @@ def read_bgr(path: Path) -> np.ndarray:
 
 def crop_face(image_bgr: np.ndarray) -> Faces:
     """The face geometry of an image that is already a tight face crop (UTKFace framing)."""
-    from agevision.training.crops import DEFAULT_BOX, DEFAULT_KEYPOINTS, geometry_to_faces
+    from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, geometry_to_faces
 
     h, w = image_bgr.shape[:2]
     return geometry_to_faces(np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()]), w, h)
@@ -48,8 +48,9 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     Returns the number of faces. Raises AgevisionError when no image could be read or no
     face was found at all; single bad files are reported and skipped.
     """
-    from agevision.detect import FaceDetector
+    from agevision.detect import StillFaceFinder
     from agevision.model.estimator import Estimator
+    from agevision.quality import assess
     from agevision.render import Renderer, face_label
     from agevision.sinks import JsonlWriter, face_records
 
@@ -61,7 +62,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     jw = JsonlWriter(json_path) if json_path else None
     renderer = Renderer(show_hud=False)
     total = readable = 0
-    detector_cm = FaceDetector(detector, tile_size=tile_size) if not crops else None
+    detector_cm = StillFaceFinder(detector, tile_size=tile_size) if not crops else None
     try:
         for path in paths:
             try:
@@ -70,8 +71,12 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
                 console.print(f"[red]skipped:[/] {err}")
                 continue
             readable += 1
-            faces = crop_face(image) if crops else detector_cm.detect(image)
-            estimator.estimate(image, faces, min_width=0 if crops else min_face)
+            if crops:
+                faces = crop_face(image)
+            else:
+                faces = detector_cm.find(image)
+                faces.quality, faces.readable = assess(image, faces, min_face)
+            estimator.estimate(image, faces)
             faces.track_ids = np.arange(len(faces))
             if len(faces) == 0:
                 console.print(f"{path}: no face found")

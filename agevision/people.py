@@ -25,6 +25,7 @@ from agevision.errors import AgevisionError
 
 THUMB_SIZE = 112  # longest side of a thumbnail, pixels
 THUMB_MARGIN = 0.25  # the box grown by this share of its size on every side
+MIN_READINGS = 3  # a track is a person only with at least this many readable detected frames
 
 
 @dataclass
@@ -32,9 +33,11 @@ class Person:
     """One tracked face, summarised over the frames it was seen in.
 
     track_id: the id in the face records. first_seen, last_seen: seconds into the video.
-    frames: frames in which the face was detected. age, age_low, age_high: the track's
+    frames: frames in which the face was seen. readings: detected frames in which the face
+    could be read (see `quality.readable`). age, age_low, age_high: the track's
     smoothed age and 80% interval at its last estimated frame (None if the face was never
-    large enough to estimate). gender: "F", "M" or None; p_female: its probability.
+    read). gender: "F", "M" or "?" (P(female) too near 0.5, or never read); p_female: its
+    probability.
     best_frame, best_box, best_quality: where the track's best face (frontal, large, sharp)
     is. thumbnail: that face as a BGR uint8 image, once cut out (None until then).
     """
@@ -43,6 +46,7 @@ class Person:
     first_seen: float
     last_seen: float
     frames: int
+    readings: int
     age: float | None
     age_low: float | None
     age_high: float | None
@@ -65,7 +69,9 @@ class Summary:
 
     video: the input path as recorded. fps, frame_count: of the processed part. people:
     tracks kept, by first sighting. short_tracks: tracks left out as too short (likely false
-    detections). on_screen: (frame_count,) number of kept people seen in each frame.
+    detections). unreadable: tracks long enough but with fewer than MIN_READINGS readable
+    frames (faces too dark, small, blurred or turned away to tell), counted apart and not
+    listed as people. on_screen: (frame_count,) number of kept people seen in each frame.
     interrupted: the run stopped before the end of the video (or the file is cut).
     """
 
@@ -74,6 +80,7 @@ class Summary:
     frame_count: int
     people: list[Person]
     short_tracks: int
+    unreadable: int
     min_seconds: float
     on_screen: np.ndarray
     interrupted: bool
@@ -149,6 +156,7 @@ class _Sightings:
     latest: dict[bool, dict] = field(default_factory=dict)  # detected-only? -> last record with an age
     best: dict[bool, tuple] = field(default_factory=dict)  # detected-only? -> (key, frame, box, quality)
     sums: dict[bool, np.ndarray] = field(default_factory=dict)  # detected-only? -> w, w*age, low, high, p_female
+    readings: int = 0  # detected records with an estimate
 
     def add(self, r: dict) -> None:
         self.last = r["time"]
@@ -160,6 +168,7 @@ class _Sightings:
             if only_detected not in self.best or key > self.best[only_detected][0]:
                 self.best[only_detected] = (key, int(r["frame"]), list(r["box"]), float(r.get("quality") or 0.0))
             if r.get("age") is not None:
+                self.readings += only_detected
                 self.latest[only_detected] = {k: r.get(k) for k in ("age", "age_low", "age_high", "p_female")}
                 w = max(r.get("quality") or 0.0, 0.05)
                 row = w * np.array([1.0, r["age"], r["age_low"], r["age_high"], r["p_female"]])
@@ -179,7 +188,8 @@ class _Sightings:
             final = {}
         _, frame, box, quality = self.best[seen]
         return Person(track_id=track_id, first_seen=self.first, last_seen=self.last, frames=len(self.frames),
-                      age=final.get("age"), age_low=final.get("age_low"), age_high=final.get("age_high"),
+                      readings=self.readings, age=final.get("age"), age_low=final.get("age_low"),
+                      age_high=final.get("age_high"),
                       gender=_gender(final.get("p_female")), p_female=final.get("p_female"),
                       best_frame=frame, best_box=box, best_quality=quality)
 
@@ -238,18 +248,22 @@ class PeopleTally:
             frame_count = self._last_frame + 1 if self._last_frame is not None else 0
             interrupted = True
         smoothed = bool(self.header.get("smoothed", True))
-        people, short = [], 0
+        people, short, unreadable = [], 0, 0
         on_screen = np.zeros(max(frame_count, 0), np.int32)
         for tid, track in self._tracks.items():
             if (track.last - track.first) + 1 / fps < min_seconds:
                 short += 1
+                continue
+            if track.readings < MIN_READINGS:
+                unreadable += 1
                 continue
             people.append(track.person(tid, smoothed))
             frames = np.frombuffer(track.frames, np.int32)
             np.add.at(on_screen, frames[frames < len(on_screen)], 1)
         people.sort(key=lambda p: (p.first_seen, p.track_id))
         return Summary(video=str(self.header.get("video")), fps=fps, frame_count=frame_count, people=people,
-                       short_tracks=short, min_seconds=min_seconds, on_screen=on_screen, interrupted=interrupted)
+                       short_tracks=short, unreadable=unreadable, min_seconds=min_seconds, on_screen=on_screen,
+                       interrupted=interrupted)
 
 
 def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
@@ -265,10 +279,13 @@ def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
     return tally.summary(min_seconds)
 
 
-def _gender(p_female: float | None) -> str | None:
-    """The summary's gender from the track's final P(female). The label shown on the video
-    may differ near 0.5: the smoother holds it steady there (hysteresis)."""
-    return None if p_female is None else ("F" if p_female >= 0.5 else "M")
+def _gender(p_female: float | None) -> str:
+    """The summary's gender from the track's final P(female) ("?" near 0.5 or never read).
+    The label shown on the video may differ at the edge of the "?" band, where the smoother
+    holds it steady (`labels.held_label`)."""
+    from agevision.labels import gender_label
+
+    return gender_label(p_female)
 
 
 def best_face_key(quality: float | None, box) -> tuple[float, float]:
@@ -350,8 +367,8 @@ def attach_thumbnails_from_video(summary: Summary, video: Path | None = None) ->
     return True
 
 
-CSV_COLUMNS = ("person", "track_id", "first_seen_s", "last_seen_s", "duration_s", "frames", "age", "age_low",
-               "age_high", "gender", "p_female", "thumbnail")
+CSV_COLUMNS = ("person", "track_id", "first_seen_s", "last_seen_s", "duration_s", "frames", "readings", "age",
+               "age_low", "age_high", "gender", "p_female", "thumbnail")
 
 
 def people_rows(summary: Summary, thumbnails: dict[int, str] | None = None) -> list[dict]:
@@ -361,8 +378,8 @@ def people_rows(summary: Summary, thumbnails: dict[int, str] | None = None) -> l
 
     return [{
         "person": k + 1, "track_id": p.track_id, "first_seen_s": r(p.first_seen, 2), "last_seen_s": r(p.last_seen, 2),
-        "duration_s": r(p.duration, 2), "frames": p.frames, "age": r(p.age), "age_low": r(p.age_low),
-        "age_high": r(p.age_high), "gender": p.gender or "", "p_female": r(p.p_female, 3),
+        "duration_s": r(p.duration, 2), "frames": p.frames, "readings": p.readings, "age": r(p.age),
+        "age_low": r(p.age_low), "age_high": r(p.age_high), "gender": p.gender or "", "p_female": r(p.p_female, 3),
         "thumbnail": (thumbnails or {}).get(p.track_id, ""),
     } for k, p in enumerate(summary.people)]
 

@@ -23,10 +23,11 @@ from agevision.errors import AgevisionError
 from agevision.faces import Faces
 from agevision.model.estimator import Estimator
 from agevision.motion import FaceFlow
-from agevision.quality import face_quality
+from agevision.quality import assess
 from agevision.render import Renderer
 from agevision.shots import ShotCuts
-from agevision.track import Smoother, Tracker
+from agevision.smooth import Smoother
+from agevision.track import Tracker
 
 
 @dataclass
@@ -118,13 +119,13 @@ class FrameProcessor:
         t0 = time.perf_counter()
         faces = self.detector.detect(frame_bgr)
         tq = time.perf_counter()
-        faces.quality = face_quality(frame_bgr, faces)
+        faces.quality, faces.readable = assess(frame_bgr, faces, self.min_face)
         t1 = time.perf_counter()
         self.tracker.update(faces)
         t2 = time.perf_counter()
-        self.estimator.estimate(frame_bgr, faces, min_width=self.min_face)
+        self.estimator.estimate(frame_bgr, faces)
         t3 = time.perf_counter()
-        raw = replace(faces, age=faces.age.copy(), p_female=faces.p_female.copy(), female=faces.female.copy())
+        raw = replace(faces, age=faces.age.copy(), p_female=faces.p_female.copy(), gender=faces.gender.copy())
         if self.smoother is not None:
             self.smoother.update(faces, self.tracker.ended, self._index)
         t4 = time.perf_counter()

@@ -14,12 +14,24 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 HELP_LINES = ("o: overlays   h: HUD   s: snapshot", "space: pause   q/Esc: quit")
 
 
+def face_gender(faces: Faces, i: int) -> str:
+    """The gender shown for face i: "F", "M" or "?" (not sure, or not readable)."""
+    return str(faces.gender[i]) if not np.isnan(faces.age[i]) else "?"
+
+
 def face_label(faces: Faces, i: int) -> str:
-    """'F 31 ±4' (gender, expected age, half-width of the 80% interval) or 'too small'."""
+    """'F 31 ±4' (gender, expected age, half-width of the 80% interval), '? 31 ±4' when the
+    gender is not sure, or '?' for a face that could not be read (too small, dark, blurred
+    or turned away)."""
     if np.isnan(faces.age[i]):
-        return "too small"
+        return "?"
     half = max((faces.age_high[i] - faces.age_low[i]) / 2, 0.5)
-    return f"{'F' if faces.female[i] else 'M'} {faces.age[i]:.0f} \u00b1{half:.0f}"
+    return f"{face_gender(faces, i)} {faces.age[i]:.0f} \u00b1{half:.0f}"
+
+
+def face_color(faces: Faces, i: int) -> tuple[int, int, int]:
+    """BGR colour of face i's box: pink for F, blue for M, grey for "?"."""
+    return {"F": FEMALE_COLOR, "M": MALE_COLOR}.get(face_gender(faces, i), UNKNOWN_COLOR)
 
 
 def _text_size(text: str, scale: float) -> tuple[int, int, int]:
@@ -75,8 +87,7 @@ class Renderer:
             colors, boxes = [], []
             for i in range(len(faces)):
                 boxes.append(tuple(int(round(v)) for v in faces.boxes[i]))
-                known = not np.isnan(faces.age[i])
-                colors.append((FEMALE_COLOR if faces.female[i] else MALE_COLOR) if known else UNKNOWN_COLOR)
+                colors.append(face_color(faces, i))
                 cv2.rectangle(frame_bgr, boxes[i][:2], boxes[i][2:], colors[i], max(1, int(scale * 2.5)), cv2.LINE_AA)
             taken: list = []  # labels last, larger faces first, so that no label hides another
             for i in np.argsort(-faces.widths, kind="stable"):

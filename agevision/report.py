@@ -35,7 +35,8 @@ def gender_split(summary: Summary) -> dict:
     labels = [q.gender for q in summary.people]
     return {"people": len(summary.people), "with_estimate": len(p), "expected_female": expected,
             "expected_male": len(p) - expected, "interval_half": half,
-            "labelled_female": labels.count("F"), "labelled_male": labels.count("M")}
+            "labelled_female": labels.count("F"), "labelled_male": labels.count("M"),
+            "labelled_unsure": labels.count("?")}
 
 
 def _png(fig) -> str:
@@ -111,7 +112,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222;
 h1{font-size:1.5em} h2{font-size:1.15em;margin-top:2em}
 table{border-collapse:collapse;width:100%} th,td{padding:.35em .6em;border-bottom:1px solid #ddd;text-align:right}
 th{background:#f4f4f4} td.l,th.l{text-align:left} img.thumb{height:72px;border-radius:4px}
-.F{color:#c0306e;font-weight:600} .M{color:#1f6fc0;font-weight:600} .none{color:#999}
+.F{color:#c0306e;font-weight:600} .M{color:#1f6fc0;font-weight:600} .none{color:#999} .U{color:#777;font-weight:600}
 .note{color:#555} figure{margin:1em 0} figure img{max-width:100%}
 """
 
@@ -124,7 +125,9 @@ def render_html(summary: Summary, title: str = "") -> str:
             f"{summary.duration:.1f} s at {summary.fps:.2f} fps; {len(summary.people)} "
             f"{'person' if len(summary.people) == 1 else 'people'} tracked for at least {summary.min_seconds:g} s"
             f"; {summary.short_tracks} shorter track{'s' if summary.short_tracks != 1 else ''} left out as likely "
-            "false detections.</p>")
+            "false detections"
+            + (f"; {summary.unreadable} unreadable face{'s' if summary.unreadable != 1 else ''} (too dark, small, "
+               "blurred or turned away to tell) counted apart" if summary.unreadable else "") + ".</p>")
     if summary.interrupted:
         head += ("<p class='note'><b>The run stopped before the end of the video</b>: this covers the frames "
                  "processed.</p>")
@@ -137,8 +140,9 @@ def render_html(summary: Summary, title: str = "") -> str:
         for row, person in zip(people_rows(summary), summary.people, strict=True):
             age = ("&ndash;" if row["age"] == "" else
                    f"{row['age']:.0f} ({row['age_low']:.0f}&ndash;{row['age_high']:.0f})")
-            gender = ("&ndash;" if not row["gender"] else
-                      f"<span class='{row['gender']}'>{row['gender']}</span> (P(F) {row['p_female']:.2f})")
+            gender = ("?" if row["p_female"] == "" else
+                      f"<span class='{'U' if row['gender'] == '?' else row['gender']}'>{row['gender']}</span> "
+                      f"(P(F) {row['p_female']:.2f})")
             rows.append(f"<tr data-track='{row['track_id']}' data-age='{row['age']}' data-gender='{row['gender']}'>"
                         f"<td>{row['person']}</td><td class='l'>{_thumb(person.thumbnail)}</td>"
                         f"<td>{row['first_seen_s']:.1f}</td><td>{row['last_seen_s']:.1f}</td><td>{row['frames']}</td>"
@@ -149,7 +153,8 @@ def render_html(summary: Summary, title: str = "") -> str:
         figs = _figures(summary)
         split = (f"<p id='split'>Expected women: {g['expected_female']:.1f} &plusmn; {g['interval_half']:.1f}, "
                  f"men: {g['expected_male']:.1f} &plusmn; {g['interval_half']:.1f} (95% interval, from each "
-                 f"person's P(female)); by label: {g['labelled_female']} F, {g['labelled_male']} M.</p>")
+                 f"person's P(female)); by label: {g['labelled_female']} F, {g['labelled_male']} M, "
+                 f"{g['labelled_unsure']} not sure (?).</p>")
         body = (f"<h2>People</h2>{table}<h2>Age</h2><figure><img alt='age histogram by gender' "
                 f"src='data:image/png;base64,{figs['ages']}'></figure><h2>Gender</h2>{split}<figure>"
                 f"<img alt='gender split' src='data:image/png;base64,{figs['gender']}'></figure>"

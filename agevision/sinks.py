@@ -166,8 +166,9 @@ class VideoWriter:
 def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | None = None,
                  source: str | None = None, detected: bool = True) -> list[dict]:
     """One JSON-ready dict per face ("type": "face"): frame, time, track id, box, detection
-    score, face quality, smoothed and raw age, 80% interval, P(female), the gender shown, and
-    whether the face was detected in this frame (False: a frame between detections, where the
+    score, face quality, smoothed and raw age, 80% interval, P(female), the gender shown ("F",
+    "M" or "?"), whether the face could be read (unreadable faces have no age), and whether
+    the face was detected in this frame (False: a frame between detections, where the
     box is the tracker's prediction and the estimates are carried over)."""
     records = []
     for i in range(len(faces)):
@@ -188,7 +189,8 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
             "age_low": num(faces.age_low[i], 1),
             "age_high": num(faces.age_high[i], 1),
             "p_female": num(faces.p_female[i], 3),
-            "gender": ("F" if faces.female[i] else "M") if known else None,
+            "gender": str(faces.gender[i]) if known else "?",
+            "readable": bool(faces.readable[i]),
             "raw_age": num(raw.age[i], 1) if raw is not None else None,
             "raw_p_female": num(raw.p_female[i], 3) if raw is not None else None,
             "detected": detected,

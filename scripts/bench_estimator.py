@@ -15,10 +15,9 @@ import cv2
 import numpy as np
 import torch
 
-from agevision.align import align_crops
+from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, align_crops, geometry_to_faces
 from agevision.model import weights
 from agevision.model.estimator import Estimator
-from agevision.training.crops import DEFAULT_BOX, DEFAULT_KEYPOINTS, geometry_to_faces
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from agevision.model import weights
-from agevision.model.estimator import decode
+from agevision.model.decode import decode
 from agevision.training.crops import cached_crops
 from agevision.training.train import TrainConfig, _Data, predict_logits
 from agevision.training.utkface import load_folder, read_duplicate_groups, split

@@ -25,8 +25,8 @@ from agevision.detect import DETECT_EVERY, TILE_SIZE
 from agevision.faces import Faces
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor
+from agevision.smooth import Smoother
 from agevision.sources import VideoSource
-from agevision.track import Smoother
 
 VIDEOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "videos"
 ONE_PERSON = ("LivePortrait__driving", "SadTalker", "video-retalking")
@@ -49,6 +49,17 @@ def _copy(faces: Faces) -> Faces:
     return faces.subset(np.arange(len(faces)))
 
 
+def _side(label: str) -> float:
+    """1 for F, 0 for M, NaN for '?' (not sure: no side taken)."""
+    return {"F": 1.0, "M": 0.0}.get(str(label), float("nan"))
+
+
+def _flips(sides: np.ndarray) -> int:
+    """Changes between F and M along a track, '?' frames between them skipped."""
+    taken = sides[~np.isnan(sides)]
+    return int((np.diff(taken) != 0).sum())
+
+
 def replay(frames: list, fps: float, smoother: Smoother | None) -> dict:
     """Smooth recorded frames; figures for the longest track (see module doc)."""
     rows: dict[int, list] = {}
@@ -58,12 +69,13 @@ def replay(frames: list, fps: float, smoother: Smoother | None) -> dict:
             faces = smoother.update(_copy(faces), ended, n)
         for i, tid in enumerate(faces.track_ids):
             if not np.isnan(faces.age[i]):
-                rows.setdefault(int(tid), []).append((n, raw.age[i], faces.age[i], raw.female[i], faces.female[i]))
+                sides = _side(raw.gender[i]), _side(faces.gender[i])
+                rows.setdefault(int(tid), []).append((n, raw.age[i], faces.age[i], *sides))
     if not rows:
         return {"frames": 0}
     track = np.array(max(rows.values(), key=len), dtype=np.float64)
     after = track[track[:, 0] >= round(fps)]
-    flips = [int((np.diff(track[:, k]) != 0).sum()) for k in (3, 4)]
+    flips = [_flips(track[:, k]) for k in (3, 4)]
     nan = float("nan")
     return {"tracks": len(rows), "frames": len(track),
             "raw_std": float(after[:, 1].std()) if len(after) else nan,

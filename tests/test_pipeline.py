@@ -13,8 +13,9 @@ from agevision.faces import Faces, iou
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, run_live
 from agevision.render import Renderer
+from agevision.smooth import Smoother
 from agevision.sources import VideoSource
-from agevision.track import Smoother, Tracker
+from agevision.track import Tracker
 from tests.conftest import VIDEOS
 
 TALKING = VIDEOS / "LivePortrait__driving_d0.mp4"  # 512x512, 78 frames, one face, no audio
@@ -94,7 +95,7 @@ def test_smoother_steadies_a_track_and_new_people_start_fresh():
     for k in range(30):
         f = tracker.update(_faces([100, 100, 200, 200], 30 + (5 if k % 2 else -5), 0.6 if k % 2 else 0.45))
         smoother.update(f, tracker.ended)
-        shown.append((f.age[0], bool(f.female[0])))
+        shown.append((f.age[0], str(f.gender[0])))
     ages = [a for a, _ in shown[10:]]
     assert np.std(ages) < 2.0  # raw estimates jump by 10 years every frame
     assert len({g for _, g in shown}) == 1  # no gender flip
@@ -104,13 +105,13 @@ def test_smoother_steadies_a_track_and_new_people_start_fresh():
         smoother.update(Faces(), tracker.ended)
     f = tracker.update(_faces([400, 100, 500, 200], 70, 0.95))
     smoother.update(f, tracker.ended)
-    assert f.track_ids[0] != 0 and abs(f.age[0] - 70) < 3 and f.female[0]
+    assert f.track_ids[0] != 0 and abs(f.age[0] - 70) < 3 and f.gender[0] == "F"
 
 
 def test_renderer_draws_labels_and_hud():
     frame = np.zeros((360, 640, 3), np.uint8)
     f = _faces([100, 100, 200, 200], 31, 0.9)
-    f.age_low, f.age_high, f.female = np.array([27.0]), np.array([35.0]), np.array([True])
+    f.age_low, f.age_high, f.gender = np.array([27.0]), np.array([35.0]), np.array(["F"])
     out = Renderer().draw(frame.copy(), f, fps=29.5)
     assert (out != frame).any(axis=2)[95:205, 95:205].sum() > 300  # the box
     assert (out != frame).any(axis=2)[:40, :200].sum() > 100  # the HUD

@@ -6,8 +6,9 @@ import numpy as np
 from agevision.detect import FaceDetector, suppress_overlaps
 from agevision.faces import Faces
 from agevision.quality import face_quality, frontalness
+from agevision.smooth import Smoother
 from agevision.sources import VideoSource
-from agevision.track import Smoother, Tracker
+from agevision.track import Tracker
 from tests.conftest import VIDEOS
 
 
@@ -67,7 +68,7 @@ def _read(smoother, tracker, ages, start_frame, every=3, p_female=0.2):
     for k, age in enumerate(ages):
         f = tracker.update(_face([100, 100, 200, 200], age=age, p_female=p_female))
         smoother.update(f, tracker.ended, frame=start_frame + every * k)
-        shown.append((float(f.age[0]), bool(f.female[0])))
+        shown.append((float(f.age[0]), str(f.gender[0])))
     return shown
 
 
@@ -87,7 +88,7 @@ def test_smoother_restarts_when_the_track_shows_someone_else():
     alone = _read(Smoother(np.arange(101)), Tracker(), [20], 0)[0][0]  # what one reading of her shows
     first = next(k for k, (age, _) in enumerate(after) if abs(age - alone) < 2)
     assert 3 * first <= smoother.restart_frames + 3, after  # within about 2 s at 30 fps
-    assert after[-1] == (alone, True)
+    assert after[-1] == (alone, "F")
 
 
 def test_overlapping_double_detections_are_suppressed():

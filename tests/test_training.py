@@ -9,9 +9,13 @@ from agevision.errors import AgevisionError
 from agevision.model import weights
 from agevision.model.estimator import Estimator
 from agevision.model.net import AgeGenderNet
+from agevision.training.augment import AugmentConfig, augment
 from agevision.training.losses import age_targets
-from agevision.training.train import TrainConfig, train
+from agevision.training.train import TrainConfig, sample_weights, train
 from tests.conftest import DUPLICATES, IMAGENET
+
+# 96 faces for 4 epochs learn only under light augmentation; the full recipe is tested apart
+MILD = AugmentConfig(turn=0.0, light=0.0, occlude=0.0, noise=0.0, compress=0.0, zoom_out=0.08)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +23,8 @@ def tiny_run(tmp_path_factory, utkface):
     tmp = tmp_path_factory.mktemp("train")
     cfg = TrainConfig(data_dir=utkface, out_dir=tmp / "weights", duplicates=DUPLICATES, imagenet=IMAGENET,
                       cache_dir=tmp / "cache", checkpoint=tmp / "ckpt.pt", limit=96, epochs=4, batch_size=16,
-                      lr=1e-3, input_size=96, l1_weight=0.05, ema_decay=0.0, device="cpu")
+                      lr=1e-3, input_size=96, l1_weight=0.05, ema_decay=0.0, device="cpu",
+                      augment=MILD, balance=0.0, turned_boost=0.0, calib_augmented=1)
     card = train(cfg, Console(quiet=True))
     return cfg, card
 
@@ -115,3 +120,72 @@ def test_compression_augmentation_smooths_the_chosen_faces_only(utkface):
     harder = _compress(x, torch.tensor([True, False]), torch.tensor([0.95, 0.0]))[0]  # JPEG quality 17
     milder = _compress(x, torch.tensor([True, False]), torch.tensor([0.55, 0.0]))[0]  # quality 35
     assert float((harder - x[0]).abs().mean()) > float((milder - x[0]).abs().mean())
+
+
+def _faces_batch(utkface, n=8):
+    import cv2
+
+    files = sorted(utkface.glob("*.jpg"))[:: 997][:n]
+    faces = [cv2.resize(cv2.imread(str(f)), (112, 112), interpolation=cv2.INTER_AREA)[:, :, ::-1] for f in files]
+    return torch.from_numpy(np.stack(faces).copy()).permute(0, 3, 1, 2).float()
+
+
+def test_wild_augmentation_changes_faces_within_range_and_is_reproducible(utkface):
+    x = _faces_batch(utkface)
+    a = augment(x, torch.Generator().manual_seed(3))
+    b = augment(x, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b)  # same seed, same faces
+    assert 0 <= float(a.min()) and float(a.max()) <= 255
+    assert float((a - x).abs().mean()) > 10  # changed
+    none = AugmentConfig(flip=0, rotate=0, zoom_out=0, zoom_in=0, shift=0, turn=0, lose_resolution=0, light=0,
+                         occlude=0, noise=0, gray=0, compress=0)
+    kept = augment(x, torch.Generator().manual_seed(3), none)
+    jitter = float((kept - x).abs().mean())  # only the brightness (+-25) and contrast (+-25%) jitter left
+    assert jitter < 25 and float((a - x).abs().mean()) > jitter
+
+
+def test_each_wild_change_does_what_it_says(utkface):
+    from agevision.training.augment import _light, _noise, _occlude, _warp
+
+    x = _faces_batch(utkface, 4)
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen)
+
+    chosen = torch.tensor([True, False, True, False])
+    for change in (_light, _occlude):
+        y = change(x, chosen, rand)
+        assert torch.equal(y[~chosen], x[~chosen]) and not torch.equal(y[chosen], x[chosen]), change.__name__
+    y = _noise(x, chosen, rand, gen)
+    assert torch.equal(y[~chosen], x[~chosen]) and float((y[chosen] - x[chosen]).std()) > 1.5
+    lit = _light(x, torch.ones(4, dtype=torch.bool), rand)
+    assert float(lit.mean()) < float(x.mean())  # relit faces are darker on the whole (dim, shadows, backlight)
+    turned = _warp(x, AugmentConfig(flip=0, rotate=0, zoom_out=0, zoom_in=0, shift=0, turn=1.0), rand)
+    plain = _warp(x, AugmentConfig(flip=0, rotate=0, zoom_out=0, zoom_in=0, shift=0, turn=0.0), rand)
+    assert float((plain - x).abs().mean()) < 0.5  # the identity warp
+    assert float((turned - x).abs().mean()) > 3  # out of plane
+
+
+def test_balanced_draws_weigh_every_group_alike():
+    ages = np.array([30] * 90 + [70] * 10)
+    genders = np.zeros(100, np.int64)
+    races = np.zeros(100, np.int64)
+    w = sample_weights(ages, genders, races, np.zeros(100), balance=1.0, turned_boost=0.0).numpy()
+    assert w[:90].sum() == pytest.approx(w[90:].sum())  # two groups, drawn alike
+    half = sample_weights(ages, genders, races, np.zeros(100), balance=0.0, turned_boost=1.0).numpy()
+    assert np.allclose(half, 1.0)
+    turned = np.zeros(100)
+    turned[0] = 1.0
+    t = sample_weights(ages, genders, races, turned, balance=0.0, turned_boost=1.0).numpy()
+    assert t[0] == pytest.approx(2 * t[1])
+
+
+def test_a_changed_recipe_does_not_resume_an_old_checkpoint(utkface):
+    from agevision.training.train import _config_key
+
+    cfg = TrainConfig(data_dir=utkface)
+    assert _config_key(cfg, 10) == _config_key(TrainConfig(data_dir=utkface, device="cpu", out_dir=Path("x")), 10)
+    for changed in (TrainConfig(data_dir=utkface, weight_decay=1e-3), TrainConfig(data_dir=utkface, imagenet=Path("y")),
+                    TrainConfig(data_dir=utkface, augment=AugmentConfig(light=0.1))):
+        assert _config_key(changed, 10) != _config_key(cfg, 10)

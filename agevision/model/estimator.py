@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,28 +11,8 @@ from agevision import align
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
 from agevision.model import weights
+from agevision.model.decode import Prediction, decode
 from agevision.model.net import fuse_batchnorm, split_logits
-
-INTERVAL = 0.8  # the age interval holds the true age for about this share of faces
-
-
-@dataclass
-class Prediction:
-    """Predictions for N crops (numpy, float32).
-
-    age: expected age in years. age_low, age_high: the central 80% interval of the age
-    distribution. p_female: probability of female. age_probs: (N, K) age distribution.
-    """
-
-    age: np.ndarray
-    age_low: np.ndarray
-    age_high: np.ndarray
-    p_female: np.ndarray
-    age_probs: np.ndarray
-
-    def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(age, age_low, age_high, p_female), the order `training.metrics.summary` takes."""
-        return self.age, self.age_low, self.age_high, self.p_female
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -47,25 +26,6 @@ def pick_device(device: str | None = None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AgevisionError("--device cuda asked for, but no CUDA GPU is available to PyTorch")
     return dev
-
-
-def summarize_distribution(age_probs: np.ndarray, age_bins: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(expected age, low, high) of (N, K) age distributions; low/high bound the central 80%.
-
-    Interval ends are interpolated within bins, so they are not whole years.
-    """
-    expected = age_probs @ age_bins
-    cdf = np.cumsum(age_probs, axis=1)
-    tail = (1 - INTERVAL) / 2
-
-    def quantile(q: float) -> np.ndarray:
-        idx = np.clip((cdf < q).sum(axis=1), 0, len(age_bins) - 1)
-        prev = np.where(idx > 0, cdf[np.arange(len(cdf)), np.maximum(idx - 1, 0)], 0.0)
-        mass = age_probs[np.arange(len(cdf)), idx]
-        frac = np.clip((q - prev) / np.maximum(mass, 1e-9), 0, 1)
-        return age_bins[idx] - 0.5 + frac
-
-    return expected, np.maximum(quantile(tail), 0), quantile(1 - tail)
 
 
 def _optimise_for_cpu(model: torch.nn.Module, size: int) -> torch.nn.Module:
@@ -84,36 +44,21 @@ def _optimise_for_cpu(model: torch.nn.Module, size: int) -> torch.nn.Module:
         return model
 
 
-def decode(
-    age_logits: np.ndarray, gender_logit: np.ndarray, age_temperature: float = 1.0,
-    gender_temperature: float = 1.0, age_bins: np.ndarray | None = None,
-) -> Prediction:
-    """Turn raw network outputs into a Prediction, dividing logits by the temperatures.
-
-    age_logits: (N, K); gender_logit: (N,); age_bins: (K,) ages of the bins (default 0..K-1).
-    """
-    bins = np.arange(age_logits.shape[1], dtype=np.float64) if age_bins is None else age_bins
-    z = age_logits.astype(np.float64) / age_temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    probs = z / z.sum(axis=1, keepdims=True)
-    age, low, high = summarize_distribution(probs, bins)
-    p_female = 1 / (1 + np.exp(-gender_logit.astype(np.float64) / gender_temperature))
-    f32 = np.float32
-    return Prediction(age.astype(f32), low.astype(f32), high.astype(f32), p_female.astype(f32), probs.astype(f32))
-
-
 class Estimator:
     """Batched age and gender estimation with the shipped (or given) weights.
 
     weights_dir: folder with agegender.safetensors and agegender.json (default weights/).
-    device: "cpu", "cuda"... (default: CUDA when available, else CPU). On CUDA the batch is
+    device: "cpu", "cuda"... (default: CUDA when available, else CPU). flip: also read each
+    crop mirrored, in the same batch, and average the two readings' logits (default: as
+    the model card's `flip_test` says). On CUDA the batch is
     sent from pinned memory and run under fp16 autocast; on the CPU batch norm is folded
     into the convolutions.
     """
 
-    def __init__(self, weights_dir: Path | None = None, device: str | None = None) -> None:
+    def __init__(self, weights_dir: Path | None = None, device: str | None = None, flip: bool | None = None) -> None:
         model, card = weights.load(weights_dir)
         self.card = card
+        self.flip = bool(card.get("flip_test", False)) if flip is None else flip
         self.device = pick_device(device)
         self.input_size = int(card["input_size"])
         self.age_bins = np.asarray(card["age_bins"], np.float64)
@@ -138,9 +83,13 @@ class Estimator:
         """Raw (age logits (N, K), gender logit (N,)) for (N, S, S, 3) uint8 RGB crops."""
         with torch.inference_mode():
             x = self._to_tensor(crops_rgb)
+            if self.flip:
+                x = torch.cat([x, x.flip(-1)])
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
-                out = self.model(x)
-            age_logits, gender_logit = split_logits(out.float(), len(self.age_bins))
+                out = self.model(x).float()
+            if self.flip:
+                out = (out[: len(crops_rgb)] + out[len(crops_rgb) :]) / 2
+            age_logits, gender_logit = split_logits(out, len(self.age_bins))
             return age_logits.cpu().numpy(), gender_logit.cpu().numpy()
 
     def predict(self, crops_rgb: np.ndarray) -> Prediction:
@@ -159,19 +108,28 @@ class Estimator:
         age_logits, gender_logit = self.logits(crops_rgb)
         return decode(age_logits, gender_logit, self.age_temperature, self.gender_temperature, self.age_bins)
 
-    def estimate(self, frame_bgr: np.ndarray, faces: Faces, min_width: float = 0) -> Faces:
+    def predict_many(self, crops_rgb: np.ndarray, batch: int = 256) -> Prediction:
+        """`predict` in batches of `batch` crops, for large sets (evaluation); same output."""
+        if len(crops_rgb) <= batch:
+            return self.predict(crops_rgb)
+        return Prediction.concatenate([self.predict(crops_rgb[i : i + batch]) for i in range(0, len(crops_rgb), batch)])
+
+    def estimate(self, frame_bgr: np.ndarray, faces: Faces) -> Faces:
         """Fill the age and gender fields of `faces` (in place) from one BGR frame; returns them.
 
-        Faces narrower than `min_width` pixels are not estimated: their age fields stay NaN
-        and their age distribution zero. All other faces go through the model in one batch.
+        Faces marked unreadable (`faces.readable` False; see `quality.readable`) are not
+        estimated: their age fields stay NaN, their gender "?" and their age distribution
+        zero. All other faces go through the model in one batch.
         """
-        big = faces.widths >= min_width
+        from agevision.labels import gender_labels
+
+        read = np.asarray(faces.readable, bool)
         probs = np.zeros((len(faces), len(self.age_bins)), np.float32)
-        if big.any():
-            pred = self.predict(align.align_crops(frame_bgr, faces.subset(big), self.input_size))
+        if read.any():
+            pred = self.predict(align.align_crops(frame_bgr, faces.subset(read), self.input_size))
             for name in ("age", "age_low", "age_high", "p_female"):
-                getattr(faces, name)[big] = getattr(pred, name)
-            faces.female[big] = pred.p_female >= 0.5
-            probs[big] = pred.age_probs
+                getattr(faces, name)[read] = getattr(pred, name)
+            probs[read] = pred.age_probs
+        faces.gender = gender_labels(faces.p_female, read)
         faces.age_probs = probs
         return faces

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agevision.model.estimator import decode
+from agevision.model.decode import decode
 
 GRID = np.round(np.exp(np.linspace(np.log(0.3), np.log(4.0), 80)), 4)
 

@@ -19,16 +19,9 @@ import cv2
 import numpy as np
 
 from agevision import align
+from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, geometry_to_faces
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
-
-# Face geometry relative to a tight UTKFace image (box x0,y0,x1,y1 and 6 keypoints, as
-# fractions of width/height): medians of full-range detections on every 40th UTKFace image
-# (471 faces). Used for ready-cropped faces and when no image of a set gave a detection.
-DEFAULT_BOX = np.array([0.0, -0.02, 0.98, 0.95], np.float32)
-DEFAULT_KEYPOINTS = np.array(
-    [[0.30, 0.30], [0.68, 0.30], [0.50, 0.53], [0.50, 0.71], [0.10, 0.38], [0.88, 0.37]], np.float32
-)
 
 
 @dataclass
@@ -87,14 +80,6 @@ def _worker_detect(args: tuple[list[str], str]) -> list[np.ndarray | None | str]
             face = _central_face(faces, padded.shape[1], padded.shape[0])
             out.append(_relative_geometry(face, px, py, image.shape[1], image.shape[0]))
     return out
-
-
-def geometry_to_faces(geom: np.ndarray, w: int, h: int) -> Faces:
-    """Faces record (one face) from 16 relative numbers (box, keypoints) on a w x h image."""
-    scale = np.array([w, h], np.float32)
-    box = (geom[:4].reshape(2, 2) * scale).reshape(1, 4)
-    kps = (geom[4:].reshape(6, 2) * scale).reshape(1, 6, 2)
-    return Faces(boxes=box.astype(np.float32), keypoints=kps.astype(np.float32), scores=np.ones(1, np.float32))
 
 
 def detect_geometry(paths: list[Path], kind: str = "full", workers: int = 2, progress=None) -> list:

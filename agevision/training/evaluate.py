@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from agevision.errors import AgevisionError
-from agevision.model.estimator import Estimator, Prediction
+from agevision.model.decode import Prediction
+from agevision.model.estimator import Estimator
 from agevision.training import metrics
 from agevision.training.crops import cached_crops
 from agevision.training.utkface import RACES, load_folder, read_duplicate_groups, split
@@ -54,9 +55,7 @@ def evaluate(data_dir: Path, weights_dir: Path | None = None, cache_dir: Path = 
         samples = parts[part]
     crop_set = cached_crops([s.path for s in samples], estimator.input_size, cache_dir, progress=progress)
     kept = [s for s, ok in zip(samples, crop_set.readable, strict=True) if ok]
-    preds = [estimator.predict(crop_set.crops[i : i + 256]) for i in range(0, len(kept), 256)]
-    pred = Prediction(*(np.concatenate([getattr(p, f) for p in preds]) for f in
-                        ("age", "age_low", "age_high", "p_female", "age_probs")))
+    pred = estimator.predict_many(crop_set.crops)
     ages = np.array([s.age for s in kept], np.float64)
     genders = np.array([s.gender for s in kept], np.int64)
     races = np.array([s.race for s in kept], np.int64)

@@ -21,11 +21,12 @@ import torch
 
 from agevision.errors import AgevisionError
 from agevision.model import weights
-from agevision.model.estimator import decode, pick_device
+from agevision.model.decode import decode
+from agevision.model.estimator import pick_device
 from agevision.model.net import ARCHITECTURE, NUM_AGE_BINS, AgeGenderNet, split_logits
 from agevision.training import calibration, metrics
-from agevision.training.augment import augment
-from agevision.training.crops import cached_crops
+from agevision.training.augment import AugmentConfig, augment
+from agevision.training.crops import cached_crops, cached_geometry
 from agevision.training.losses import loss_terms
 from agevision.training.utkface import load_folder, read_duplicate_groups, split
 
@@ -37,7 +38,16 @@ IMAGENET_FILE = "mobilenet_v2-b0353104.pth"
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; stored in the model card. The defaults are the
-    recipe of the shipped weights, and those of `agevision train`."""
+    recipe of the shipped weights, and those of `agevision train`.
+
+    balance: each training face is drawn with weight (1 / size of its ethnicity x gender x
+    age-band group) ** balance (0: as UTKFace has them, 1: every group alike).
+    turned_boost: faces turned away (by their keypoints) are drawn up to 1 + this times as
+    often as frontal ones. augment: what the faces go through (see `AugmentConfig`).
+    calib_augmented: the calibration temperatures are fitted on the calib faces as they are
+    plus this many augmented copies, so that P(female) and the age interval hold for faces
+    as the wild shows them, not only for UTKFace's.
+    """
 
     data_dir: Path
     out_dir: Path = weights.DEFAULT_DIR
@@ -58,6 +68,10 @@ class TrainConfig:
     device: str | None = None
     resume: bool = True
     detector: str = "full"
+    balance: float = 0.5
+    turned_boost: float = 1.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    calib_augmented: int = 2
     history: list = field(default_factory=list)
 
 
@@ -167,6 +181,9 @@ def train(cfg: TrainConfig, console=None) -> dict:
     train_d, val_d, calib_d = (_Data(parts[k], crops_by_name) for k in ("train", "val", "calib"))
     if len(train_d.names) == 0:
         raise AgevisionError("no training images left after the split")
+    turned = _turned(cached_geometry([s.path for s in samples], cfg.cache_dir, cfg.detector),
+                     samples, train_d.names)
+    draw_weights = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, cfg.balance, cfg.turned_boost)
 
     model = AgeGenderNet().to(device)
     if cfg.imagenet is not None:
@@ -208,13 +225,13 @@ def train(cfg: TrainConfig, console=None) -> dict:
     with Progress(*columns, console=console) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             gen.manual_seed(cfg.seed * 1000 + epoch)
-            order = torch.randperm(len(train_d.names), generator=gen).numpy()
+            order = torch.multinomial(draw_weights, len(train_d.names), replacement=True, generator=gen).numpy()
             task = bar.add_task("train", total=steps_per_epoch, epoch=f"{epoch + 1}/{cfg.epochs}", loss=0.0, val="")
             _set_trainable(model, cfg.freeze_blocks)
             running = []
             for b in range(steps_per_epoch):
                 idx = np.sort(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-                x = _normalise(augment(_to_batch(train_d.crops[idx], device), gen))
+                x = _normalise(augment(_to_batch(train_d.crops[idx], device), gen, cfg.augment))
                 ages = torch.from_numpy(train_d.ages[idx]).to(device)
                 genders = torch.from_numpy(train_d.genders[idx]).to(device)
                 age_logits, gender_logit = split_logits(model(x).float())
@@ -246,13 +263,14 @@ def train(cfg: TrainConfig, console=None) -> dict:
         model = ema.model
     model.eval()
     calib_src = calib_d if len(calib_d.names) else val_d
-    a, g = predict_logits(model, calib_src.crops, device)
-    age_t, gender_t = calibration.fit(a, g, calib_src.ages, calib_src.genders)
+    a, g = _calibration_logits(model, calib_src, cfg, device)
+    reps = 1 + cfg.calib_augmented
+    age_t, gender_t = calibration.fit(a, g, np.tile(calib_src.ages, reps), np.tile(calib_src.genders, reps))
     val_metrics = {}
     if len(val_d.names):
         a, g = predict_logits(model, val_d.crops, device)
         val_metrics = metrics.summary(val_d.ages, val_d.genders, *decode(a, g, age_t, gender_t).as_tuple())
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "history"}
+    config = _config_dict(cfg)
     card = {
         "architecture": ARCHITECTURE,
         "input_size": cfg.input_size,
@@ -283,9 +301,73 @@ def train(cfg: TrainConfig, console=None) -> dict:
     return card
 
 
+def _config_dict(cfg: TrainConfig) -> dict:
+    """The config as JSON-ready values (paths as strings), without the run's history."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "history"}
+
+
+# fields that say where things go or how to run, not what is trained
+_RUN_ONLY = ("out_dir", "cache_dir", "checkpoint", "device", "resume")
+
+
 def _config_key(cfg: TrainConfig, n: int) -> str:
-    return (f"{cfg.input_size}|{cfg.epochs}|{cfg.batch_size}|{cfg.lr}|{cfg.freeze_blocks}|{cfg.seed}|{n}|{cfg.limit}"
-            f"|{cfg.l1_weight}|{cfg.ema_decay}")
+    """A key for resuming: every field that changes the training (the recipe, augmentation
+    included), plus the number of images; a checkpoint made under another key is not resumed."""
+    import hashlib
+    import json
+
+    recipe = {k: v for k, v in _config_dict(cfg).items() if k not in _RUN_ONLY}
+    return hashlib.sha256(json.dumps({"recipe": recipe, "images": n}, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def sample_weights(ages: np.ndarray, genders: np.ndarray, races: np.ndarray, turned: np.ndarray,
+                   balance: float, turned_boost: float) -> torch.Tensor:
+    """How often each training face is drawn (see `TrainConfig`): (N,) float64 tensor, mean 1.
+
+    Groups: ethnicity (unknown counts as its own) x gender x age band (0-12, 13-20, 21-40,
+    41-60, 61+). turned: (N,) in [0, 1], 0 frontal, 1 in profile.
+    """
+    band = np.digitize(ages, [13, 21, 41, 61])
+    group = (races + 1) * 100 + genders * 10 + band
+    _, inverse, counts = np.unique(group, return_inverse=True, return_counts=True)
+    w = (1.0 / counts[inverse]) ** balance * (1 + turned_boost * np.clip(turned, 0, 1))
+    return torch.from_numpy(w / w.mean())
+
+
+def _turned(geoms: list, samples: list, names: list[str]) -> np.ndarray:
+    """(len(names),) how far each named face is turned away, 1 - frontalness from its keypoints
+    (0 where no face was detected)."""
+    from agevision.faces import Faces
+    from agevision.quality import frontalness
+
+    by_name = {s.path.name: g for s, g in zip(samples, geoms, strict=True)}
+    out = np.zeros(len(names))
+    for i, name in enumerate(names):
+        g = by_name.get(name)
+        if isinstance(g, np.ndarray):
+            kps = g[4:].reshape(1, 6, 2).astype(np.float32)
+            out[i] = 1 - float(frontalness(Faces(boxes=np.zeros((1, 4), np.float32), keypoints=kps,
+                                                 scores=np.ones(1, np.float32)))[0])
+    return out
+
+
+def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, device: torch.device):
+    """Logits of the calibration faces as they are and `cfg.calib_augmented` augmented copies
+    (fixed seed), concatenated in that order."""
+    ages, genders = [], []
+    gen = torch.Generator().manual_seed(cfg.seed + 7)
+    for rep in range(1 + cfg.calib_augmented):
+        crops = data.crops
+        if rep:
+            batches = []
+            for i in range(0, len(crops), 256):
+                x = augment(_to_batch(crops[i : i + 256], torch.device("cpu")), gen, cfg.augment)
+                batches.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+            crops = np.concatenate(batches)
+        a, g = predict_logits(model, crops, device)
+        ages.append(a)
+        genders.append(g)
+    return np.concatenate(ages), np.concatenate(genders)
 
 
 class _Ema:

@@ -1,0 +1,335 @@
+"""How the model does in the wild and on UTKFace, side by side: the dev-set table every model,
+crop or label change is judged by.
+
+Usage: python scripts/wild_report.py [--weights DIR] [--clips SUBSTRING ...] [--no-video] [--no-utkface]
+                                     [--json OUT.json]
+
+Wild part: every labelled person of `scripts/data/wild_dev.json` (the 22 shared clips;
+labels and how each was decided are in that file), run through the pipeline as
+`agevision video` runs it (full-range detector, tiles, detect every 3rd frame, smoothing).
+Per person: readings (detected frames with an estimate), the share of raw readings with the
+right gender, the median raw P(female), the share of frames whose shown label is right /
+wrong / '?', the median shown age against the documented age where there is one (error 0
+inside the documented range), and anchors missed (labelled faces not found).
+
+UTKFace part: the validation split of the model card's seed, whole and in hard slices:
+turned away (by keypoints), dark (darkest tenth of crops), and the same faces made small
+(a 24-pixel face), blurred, JPEG-compressed or dimmed; the worst ethnicity x gender group;
+and selective accuracy (gender accuracy on the faces labelled, and the share labelled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scripts.common import SHARED, VIDEOS  # noqa: E402
+
+LABELS = REPO / "scripts" / "data" / "wild_dev.json"
+
+
+def _decide(p_female: np.ndarray, readable: np.ndarray | None = None) -> np.ndarray:
+    """'F', 'M' or '?' per face, by the product's own rule."""
+    from agevision.labels import gender_labels
+
+    return gender_labels(p_female, readable)
+
+
+def run_clip(estimator, path: Path) -> list[dict]:
+    """Per frame: detected?, track ids, boxes, raw age / P(female), shown age / P(female) / label."""
+    from agevision.detect import DETECT_EVERY, TILE_SIZE
+    from agevision.pipeline import FrameProcessor
+    from agevision.sources import VideoSource
+
+    frames = []
+    with VideoSource(path) as src, FrameProcessor(estimator, detector="full", detect_every=DETECT_EVERY,
+                                                  tile_size=TILE_SIZE) as proc:
+        for frame in src:
+            faces, raw = proc.process(frame)
+            frames.append({"detected": proc.detected, "ids": faces.track_ids.copy(), "boxes": faces.boxes.copy(),
+                           "raw_age": raw.age.copy(), "raw_pf": raw.p_female.copy(), "age": faces.age.copy(),
+                           "shown": _shown(faces)})
+    return frames
+
+
+def _shown(faces) -> np.ndarray:
+    """The gender label drawn for each face: 'F', 'M', '?' (not sure or unreadable) or '' (no estimate)."""
+    from agevision.render import face_gender
+
+    return np.array([face_gender(faces, i) for i in range(len(faces))], dtype=object)
+
+
+def _inside(boxes: np.ndarray, x: float, y: float) -> int | None:
+    """Index of the smallest box containing (x, y), or None."""
+    hit = np.flatnonzero((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3]))
+    if len(hit) == 0:
+        return None
+    return int(hit[np.argmin(boxes[hit, 2] - boxes[hit, 0])])
+
+
+def person_rows(frames: list[dict], person: dict) -> tuple[list[tuple[int, int]], int, int]:
+    """The (frame, row) pairs that are this person, anchors missed, anchors in all."""
+    if person["anchors"] == "largest":
+        pairs = [(f, int(np.argmax(fr["boxes"][:, 2] - fr["boxes"][:, 0]))) for f, fr in enumerate(frames)
+                 if len(fr["boxes"])]
+        return pairs, sum(1 for fr in frames if fr["detected"] and not len(fr["boxes"])), \
+            sum(1 for fr in frames if fr["detected"])
+    tracks, missed = set(), 0
+    for f, x, y in person["anchors"]:
+        row = _inside(frames[f]["boxes"], x, y) if f < len(frames) else None
+        if row is None:
+            missed += 1
+        else:
+            tracks.add(int(frames[f]["ids"][row]))
+    pairs = [(f, r) for f, fr in enumerate(frames) for r, t in enumerate(fr["ids"]) if int(t) in tracks]
+    return pairs, missed, len(person["anchors"])
+
+
+def person_figures(frames: list[dict], person: dict) -> dict:
+    """The per-person row of the wild table (see module doc)."""
+    pairs, missed, anchors = person_rows(frames, person)
+    truth = person["gender"]
+    raw = [(frames[f]["raw_pf"][r], frames[f]["raw_age"][r]) for f, r in pairs
+           if frames[f]["detected"] and not np.isnan(frames[f]["raw_pf"][r])]
+    shown = [frames[f]["shown"][r] for f, r in pairs if frames[f]["shown"][r]]
+    ages = [frames[f]["age"][r] for f, r in pairs if not np.isnan(frames[f]["age"][r])]
+    out = {"id": person["id"], "gender": truth, "readings": len(raw), "missed": missed, "anchors": anchors,
+           "raw_right": float(np.mean([(p >= 0.5) == (truth == "F") for p, _ in raw])) if raw else float("nan"),
+           "raw_pf": float(np.median([p for p, _ in raw])) if raw else float("nan"),
+           "shown_right": float(np.mean([s == truth for s in shown])) if shown else float("nan"),
+           "shown_wrong": float(np.mean([s not in (truth, "?") for s in shown])) if shown else float("nan"),
+           "shown_unsure": float(np.mean([s == "?" for s in shown])) if shown else float("nan"),
+           "age": float(np.median(ages)) if ages else float("nan"), "true_age": None, "age_error": None}
+    if "age_range" in person and ages:
+        lo, hi = person["age_range"]
+        out["true_age"] = f"{lo}" if lo == hi else f"{lo}-{hi}"
+        out["age_error"] = out["age"] - float(np.clip(out["age"], lo, hi))
+    return out
+
+
+def wild(estimator, clip_filter: list[str]) -> list[dict]:
+    """Rows for every labelled person of the clips whose names contain one of `clip_filter`."""
+    labels = json.loads(LABELS.read_text())
+    rows = []
+    for entry in labels["clips"]:
+        if clip_filter and not any(c in entry["clip"] for c in clip_filter):
+            continue
+        frames = run_clip(estimator, VIDEOS / entry["clip"])
+        for person in entry["people"]:
+            rows.append({"clip": entry["clip"], **person_figures(frames, person)})
+        for f, x, y in entry.get("unreadable", []):
+            row = _inside(frames[f]["boxes"], x, y)
+            rows.append({"clip": entry["clip"], "id": f"unreadable face, frame {f}", "gender": "?",
+                         "unreadable_shown": "not found" if row is None else (frames[f]["shown"][row] or "none")})
+        print(f"  {entry['clip']}: done", file=sys.stderr)
+    return rows
+
+
+def wild_totals(rows: list[dict]) -> dict:
+    """People right / wrong / '?' by their most shown label, women and men apart; age MAE and bias."""
+    people = [r for r in rows if r["gender"] in ("F", "M")]
+
+    def verdict(r: dict) -> str:
+        if np.isnan(r["shown_right"]):
+            return "missed"
+        best = max(("right", r["shown_right"]), ("wrong", r["shown_wrong"]), ("?", r["shown_unsure"]),
+                   key=lambda kv: kv[1])
+        return best[0]
+
+    out = {}
+    for name, sel in (("all", people), ("women", [r for r in people if r["gender"] == "F"]),
+                      ("men", [r for r in people if r["gender"] == "M"])):
+        v = [verdict(r) for r in sel]
+        out[name] = {k: v.count(k) for k in ("right", "wrong", "?", "missed")} | {"n": len(sel)}
+    aged = [r["age_error"] for r in people if r.get("age_error") is not None]
+    out["age_mae"] = float(np.mean(np.abs(aged))) if aged else float("nan")
+    out["age_bias"] = float(np.mean(aged)) if aged else float("nan")
+    out["aged"] = len(aged)
+    out["frames_shown_wrong"] = float(np.nanmean([r["shown_wrong"] for r in people]))
+    out["raw_right"] = float(np.nanmean([r["raw_right"] for r in people]))
+    return out
+
+
+def utkface(estimator) -> dict:
+    """UTKFace validation figures, whole and by slice (see module doc)."""
+    from agevision.faces import Faces
+    from agevision.quality import frontalness
+    from agevision.training import metrics
+    from agevision.training.crops import cached_crops, cached_geometry
+    from agevision.training.utkface import RACES, load_folder, read_duplicate_groups, split
+
+    folder = SHARED / "data/utkface/UTKFace"
+    samples = load_folder(folder)
+    seed = int(estimator.card.get("training_data", {}).get("split_seed", 0))
+    val = split(samples, read_duplicate_groups(SHARED / "data/utkface/duplicate_groups.txt"), seed=seed)["val"]
+    paths = [s.path for s in val]
+    crops = cached_crops(paths, estimator.input_size, REPO / ".cache").crops
+    geoms = cached_geometry(paths, REPO / ".cache")
+    kps = np.stack([g[4:].reshape(6, 2) if isinstance(g, np.ndarray) else np.zeros((6, 2)) for g in geoms])
+    found = np.array([isinstance(g, np.ndarray) for g in geoms])
+    front = frontalness(Faces(boxes=np.zeros((len(kps), 4), np.float32), keypoints=kps.astype(np.float32),
+                              scores=np.ones(len(kps), np.float32)))
+    ages = np.array([s.age for s in val], np.float64)
+    genders = np.array([s.gender for s in val])
+    races = np.array([s.race for s in val])
+    luminance = crops.mean(axis=(1, 2, 3))
+
+    def predict(c: np.ndarray):
+        return estimator.predict_many(c)
+
+    base = predict(crops)
+    slices = {"all": (base, np.ones(len(val), bool)),
+              "turned (frontal < 0.6)": (base, found & (front < 0.6)),
+              "dark (darkest 10%)": (base, luminance <= np.quantile(luminance, 0.1)),
+              "ages 0-12": (base, ages <= 12)}
+    for name, change in (("small (24 px face)", _small), ("blurred (sigma 2)", _blur),
+                         ("JPEG quality 20", _jpeg), ("dim (gamma 1.6, 40%)", _dim)):
+        slices[name] = (predict(np.stack([change(c) for c in crops])), np.ones(len(val), bool))
+    table = {}
+    for name, (pred, mask) in slices.items():
+        m = metrics.summary(ages[mask], genders[mask], pred.age[mask], pred.age_low[mask], pred.age_high[mask],
+                            pred.p_female[mask])
+        women, men = mask & (genders == 1), mask & (genders == 0)
+        m["women"] = float((pred.p_female[women] >= 0.5).mean())
+        m["men"] = float((pred.p_female[men] < 0.5).mean())
+        labels = _decide(pred.p_female[mask])
+        shown = labels != "?"
+        m["labelled"] = float(shown.mean())
+        m["selective_acc"] = float(((labels == "F") == (genders[mask] == 1))[shown].mean()) if shown.any() else 0.0
+        table[name] = m
+    table["faces found (image command)"] = _stills_found(paths)
+    groups = {}
+    for r, race in enumerate(RACES):
+        for g, gname in ((0, "men"), (1, "women")):
+            mask = (races == r) & (genders == g)
+            if mask.sum() >= 20:
+                right = (base.p_female[mask] >= 0.5) == (g == 1)
+                groups[f"{race} {gname}"] = {"n": int(mask.sum()), "gender_accuracy": float(right.mean()),
+                                             "age_mae": float(np.abs(base.age[mask] - ages[mask]).mean())}
+    worst = min(groups.items(), key=lambda kv: kv[1]["gender_accuracy"])
+    return {"slices": table, "worst_group": {"group": worst[0], **worst[1]},
+            "worst_age_group": dict(zip(("group", "figures"), max(groups.items(), key=lambda kv: kv[1]["age_mae"]),
+                                        strict=True))}
+
+
+def _stills_found(paths: list[Path]) -> dict:
+    """Share of the photos in which `agevision image` finds a face: with the video detector
+    alone (full-range, tiles) and with the still-photo search (`detect.StillFaceFinder`)."""
+    from agevision.defaults import TILE_SIZE
+    from agevision.detect import FaceDetector, StillFaceFinder
+
+    plain = found = 0
+    with FaceDetector("full", tile_size=TILE_SIZE) as det, StillFaceFinder("full", tile_size=TILE_SIZE) as still:
+        for p in paths:
+            image = cv2.imread(str(p))
+            plain += len(det.detect(image)) > 0
+            found += len(still.find(image)) > 0
+    return {"n": len(paths), "plain": plain / len(paths), "found": found / len(paths)}
+
+
+def _small(c: np.ndarray) -> np.ndarray:
+    size = c.shape[0]
+    s = max(int(round(size * 24 / (0.62 * size))), 8)  # the face is 62% of the crop's width
+    return cv2.resize(cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA), (size, size),
+                      interpolation=cv2.INTER_LINEAR)
+
+
+def _blur(c: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(c, (0, 0), 2.0)
+
+
+def _jpeg(c: np.ndarray) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", c[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 20])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+
+def _dim(c: np.ndarray) -> np.ndarray:
+    return np.clip(((c / 255.0) ** 1.6) * 0.4 * 255, 0, 255).astype(np.uint8)
+
+
+def print_report(rows: list[dict], totals: dict | None, utk: dict | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    if rows:
+        t = Table(title="wild dev set: people in the shared clips (as agevision video shows them)")
+        for col in ("clip", "person", "true", "readings", "raw right", "raw P(F)", "shown right", "wrong", "?",
+                    "age", "true age", "error", "missed"):
+            t.add_column(col, justify="left" if col in ("clip", "person") else "right")
+        for r in rows:
+            if r["gender"] == "?":
+                t.add_row(r["clip"][:24], r["id"][:30], "?", "", "", "", f"shown: {r['unreadable_shown']}", "", "", "",
+                          "", "", "")
+                continue
+            t.add_row(r["clip"][:24], r["id"][:30], r["gender"], str(r["readings"]), f"{r['raw_right']:.0%}",
+                      f"{r['raw_pf']:.2f}", f"{r['shown_right']:.0%}", f"{r['shown_wrong']:.0%}",
+                      f"{r['shown_unsure']:.0%}", f"{r['age']:.1f}", r["true_age"] or "",
+                      "" if r["age_error"] is None else f"{r['age_error']:+.1f}", f"{r['missed']}/{r['anchors']}")
+        console.print(t)
+        for k in ("all", "women", "men"):
+            v = totals[k]
+            console.print(f"{k}: {v['right']}/{v['n']} right, {v['wrong']} wrong, {v['?']} '?', {v['missed']} missed")
+        console.print(f"age (documented, {totals['aged']} people): MAE {totals['age_mae']:.1f}, "
+                      f"mean signed error {totals['age_bias']:+.1f}; frames shown wrong (mean over people) "
+                      f"{totals['frames_shown_wrong']:.1%}; raw readings right {totals['raw_right']:.1%}")
+    if utk:
+        t = Table(title="UTKFace validation, whole and in hard slices")
+        for col in ("slice", "n", "age MAE", "gender", "women", "men", "ECE", "labelled", "acc. labelled"):
+            t.add_column(col, justify="left" if col == "slice" else "right")
+        for name, m in utk["slices"].items():
+            if "plain" in m:
+                continue
+            t.add_row(name, str(m["n"]), f"{m['age_mae']:.2f}", f"{m['gender_accuracy']:.1%}", f"{m['women']:.1%}",
+                      f"{m['men']:.1%}", f"{m['gender_ece']:.3f}", f"{m['labelled']:.1%}", f"{m['selective_acc']:.1%}")
+        console.print(t)
+        found = utk["slices"].get("faces found (image command)")
+        if found:
+            console.print(f"faces found in {found['n']} UTKFace photos by `agevision image`: {found['found']:.1%} "
+                          f"(the video detector alone: {found['plain']:.1%})")
+        w = utk["worst_group"]
+        console.print(f"worst ethnicity x gender group by gender: {w['group']} ({w['n']}): "
+                      f"{w['gender_accuracy']:.1%}, age MAE {w['age_mae']:.2f}")
+        a = utk["worst_age_group"]
+        console.print(f"worst by age MAE: {a['group']}: {a['figures']['age_mae']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped ones)")
+    parser.add_argument("--clips", nargs="*", default=[], help="only clips whose names contain one of these")
+    parser.add_argument("--no-video", action="store_true", help="skip the clips")
+    parser.add_argument("--no-utkface", action="store_true", help="skip the UTKFace slices")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--show", type=Path, default=None, help="print the tables of a --json file and stop")
+    args = parser.parse_args()
+    if args.show:
+        saved = json.loads(args.show.read_text())
+        print_report(saved["people"], saved["totals"], saved["utkface"])
+        return
+    if not VIDEOS.is_dir():
+        sys.exit(f"error: the shared clips are not at {VIDEOS}")
+    from agevision.model.estimator import Estimator
+    from agevision.pipeline import share_cpu
+
+    estimator = Estimator(args.weights, "cpu")
+    share_cpu(estimator)
+    rows = [] if args.no_video else wild(estimator, args.clips)
+    totals = wild_totals(rows) if rows else None
+    utk = None if args.no_utkface else utkface(estimator)
+    print_report(rows, totals, utk)
+    if args.json:
+        args.json.write_text(json.dumps({"weights": str(args.weights or "shipped"), "people": rows, "totals": totals,
+                                         "utkface": utk}, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
