@@ -3,7 +3,7 @@
 Public API (imported lazily, so `import agevision` stays light):
 - `Estimator`: shipped weights in, age and gender of a batch of aligned face crops out.
 - `read_records(path)`, `summarize(records)`: the people in a video from the JSONL records
-  of `agevision video --json` (see agevision.people).
+  of `agevision video --json` (see agevision.records and agevision.people).
 """
 
 from agevision.errors import AgevisionError
@@ -12,7 +12,7 @@ __version__ = "0.2.0"
 __all__ = ["AgevisionError", "Estimator", "Person", "Summary", "read_records", "summarize"]
 
 _LAZY = {"Estimator": "agevision.model.estimator", "Person": "agevision.people", "Summary": "agevision.people",
-         "read_records": "agevision.people", "summarize": "agevision.people"}
+         "read_records": "agevision.records", "summarize": "agevision.people"}
 
 
 def __getattr__(name: str):

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from agevision.detect import DETECT_EVERY, TILE_SIZE
+from agevision.defaults import DETECT_EVERY, DUPLICATES_FILE, IMAGENET_FILE, MIN_FACE, MIN_TRACK, TILE_SIZE, UTKFACE_DIR
 from agevision.errors import AgevisionError
 
 app = typer.Typer(
@@ -24,7 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True, soft_wrap=True)
-SHARED = Path("../shared")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -57,13 +56,11 @@ def _root() -> None:
 @app.command()
 @friendly
 def train(
-    data_dir: Annotated[Path, typer.Argument(help="UTKFace folder (labels in file names)")] = SHARED
-    / "data/utkface/UTKFace",
+    data_dir: Annotated[Path, typer.Argument(help="UTKFace folder (labels in file names)")] = UTKFACE_DIR,
     out: Annotated[Path, typer.Option(help="folder to write agegender.safetensors and .json")] = Path("weights"),
-    duplicates: Annotated[Path | None, typer.Option(help="duplicate_groups.txt: groups kept on one side")] = SHARED
-    / "data/utkface/duplicate_groups.txt",
-    imagenet: Annotated[Path | None, typer.Option(help="torchvision mobilenet_v2-b0353104.pth")] = SHARED
-    / "pretrained/mobilenet_v2-b0353104.pth",
+    duplicates: Annotated[Path | None, typer.Option(help="duplicate_groups.txt: groups kept on one side")] = (
+        DUPLICATES_FILE),
+    imagenet: Annotated[Path | None, typer.Option(help="torchvision mobilenet_v2-b0353104.pth")] = IMAGENET_FILE,
     no_imagenet: Annotated[bool, typer.Option(help="start from random weights")] = False,
     epochs: Annotated[int, typer.Option(min=1)] = 20,
     batch_size: Annotated[int, typer.Option(min=2)] = 64,
@@ -109,8 +106,7 @@ def evaluate(
     report: Annotated[Path | None, typer.Option(help="write plots (PNG) into this folder")] = None,
     weights: Annotated[Path | None, typer.Option(help="weights folder (default: the shipped weights/)")] = None,
     split: Annotated[str | None, typer.Option(help="only this part of the training split: train, val, calib")] = None,
-    duplicates: Annotated[Path | None, typer.Option(help="duplicate_groups.txt used by the split")] = SHARED
-    / "data/utkface/duplicate_groups.txt",
+    duplicates: Annotated[Path | None, typer.Option(help="duplicate_groups.txt used by the split")] = DUPLICATES_FILE,
     cache_dir: Annotated[Path, typer.Option(help="where aligned crops are cached")] = Path(".cache"),
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available)")] = None,
 ) -> None:
@@ -168,54 +164,6 @@ def _processor(weights: Path | None, device: str | None, detector: str, min_face
                           tile_size=tile_size)
 
 
-def _check_display() -> None:
-    """AgevisionError unless a window can open: on Linux, OpenCV's Qt needs a reachable X
-    display (DISPLAY), and without one it aborts the whole process instead of raising."""
-    import os
-    import socket
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    display = os.environ.get("DISPLAY", "")
-    hint = "run under a desktop session, or without the window (agevision video without --show)"
-    if not display:
-        raise AgevisionError(f"cannot open a window: no display (DISPLAY is not set); {hint}")
-    host, _, rest = display.rpartition(":")
-    number = rest.split(".")[0]
-    if not number.isdigit():
-        raise AgevisionError(f"cannot open a window: DISPLAY={display!r} is not a display name; {hint}")
-    try:
-        if host in ("", "unix"):
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(1.0)
-                sock.connect(f"/tmp/.X11-unix/X{number}")
-        else:
-            socket.create_connection((host, 6000 + int(number)), timeout=1.0).close()
-    except OSError:
-        raise AgevisionError(f"cannot open a window: no X display answers at DISPLAY={display}; {hint}") from None
-
-
-def _window(title: str):
-    """(show, read_key, close) for an OpenCV window; AgevisionError if there is no display."""
-    import cv2
-
-    _check_display()
-    try:
-        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-    except cv2.error:
-        raise AgevisionError("cannot open a window (no display? set DISPLAY or run without --show)") from None
-
-    def show(frame):
-        cv2.imshow(title, frame)
-
-    def close():
-        cv2.destroyWindow(title)
-        cv2.waitKey(1)
-
-    return show, lambda: cv2.waitKey(1), close
-
-
 @app.command()
 @friendly
 def webcam(
@@ -224,7 +172,7 @@ def webcam(
     height: Annotated[int | None, typer.Option(help="requested capture height")] = None,
     source: Annotated[Path | None, typer.Option(help="play this video file through the live loop instead")] = None,
     detector: DetectorOpt = None,
-    min_face: MinFaceOpt = 24,
+    min_face: MinFaceOpt = MIN_FACE,
     detect_every: DetectEveryOpt = DETECT_EVERY,
     tile_size: TileOpt = 0,
     snapshots: Annotated[Path, typer.Option(help="folder for snapshots (key s)")] = Path("."),
@@ -237,11 +185,12 @@ def webcam(
     q or Esc quits.
     """
     from agevision.pipeline import run_live
+    from agevision.sinks import window
     from agevision.sources import CameraSource, VideoSource
 
     src = VideoSource(source) if source is not None else CameraSource(camera, width, height)
     try:
-        show, read_key, close = _window("agevision")
+        show, read_key, close = window("agevision")
         with _processor(weights, device, detector or "short", min_face, detect_every=detect_every,
                         tile_size=tile_size) as proc:
             try:
@@ -254,19 +203,6 @@ def webcam(
         console.print(f"snapshot saved: {p}")
 
 
-class _Tally:
-    """Face records tallied for --summary as they are made, and passed on to a JsonlWriter."""
-
-    def __init__(self, tally, writer) -> None:
-        self.tally, self.writer = tally, writer
-
-    def write(self, records: list[dict]) -> None:
-        for r in records:
-            self.tally.add(r)
-        if self.writer is not None:
-            self.writer.write(records)
-
-
 @app.command()
 @friendly
 def video(
@@ -276,10 +212,10 @@ def video(
     summary: Annotated[Path | None, typer.Option(help="CSV: one row per person (track), with a thumbnail of "
                                                  "their best face in a folder beside it")] = None,
     min_track: Annotated[float, typer.Option(min=0, help="for --summary: tracks seen for less than this many "
-                                             "seconds are left out as likely false detections")] = 0.5,
+                                             "seconds are left out as likely false detections")] = MIN_TRACK,
     show: Annotated[bool, typer.Option(help="also show the annotated video in a window")] = False,
     detector: DetectorOpt = None,
-    min_face: MinFaceOpt = 24,
+    min_face: MinFaceOpt = MIN_FACE,
     detect_every: DetectEveryOpt = DETECT_EVERY,
     tile_size: TileOpt = TILE_SIZE,
     raw: Annotated[bool, typer.Option(help="label raw per-frame estimates (no temporal smoothing)")] = False,
@@ -290,79 +226,74 @@ def video(
 
     Ctrl-C stops early; what was written so far stays a playable file.
     """
+    from contextlib import ExitStack
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from agevision.people import PeopleTally, ThumbnailKeeper, write_people_csv
+    from agevision.files import check_writable, refuse_same_files
     from agevision.pipeline import run_video
-    from agevision.sinks import JsonlWriter, VideoWriter, check_writable, video_header
+    from agevision.records import end_record, video_header
+    from agevision.sinks import JsonlSink, PeopleSink, VideoSink, WindowSink, check_display
     from agevision.sources import VideoSource
 
     if out is None and json is None and summary is None and not show:
         raise AgevisionError("nothing to do: give --out FILE.mp4, --json FILE.jsonl, --summary FILE.csv and/or --show")
     if out is not None and out.suffix.lower() != ".mp4":
         raise AgevisionError(f"--out must end in .mp4, not {out.name}")
+    if json is not None and json.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
+        raise AgevisionError(f"--json must end in .jsonl (or .json), not {json.name}")
+    if summary is not None and summary.suffix.lower() != ".csv":
+        raise AgevisionError(f"--summary must end in .csv, not {summary.name}")
+    refuse_same_files({"the input": input, "--out": out, "--json": json, "--summary": summary})
     for target in (out, json, summary):
-        if target is not None and input.exists() and target.resolve() == input.resolve():
-            raise AgevisionError(f"{target} would overwrite the input video")
-    if summary is not None:
-        check_writable(summary)
+        if target is not None:
+            check_writable(target)
     if show:
-        _check_display()
+        check_display()
     src = VideoSource(input)
-    sinks = []
     try:
-        vw = VideoWriter(out, src.width, src.height, src.fps, audio_from=input) if out else None
-        sinks.append(vw)
         header = video_header(input, src.width, src.height, src.fps, src.frame_count, smoothed=not raw,
                               detect_every=detect_every)
-        jw = JsonlWriter(json, header) if json else None
-        sinks.append(jw)
-        tally = PeopleTally() if summary else None
-        if tally is not None:
-            tally.add(header)
-        records = _Tally(tally, jw) if summary else jw
-        keeper = ThumbnailKeeper() if summary else None
-        window = _window("agevision") if show else None
-        with _processor(weights, device, detector or "full", min_face, smooth=not raw,
-                        detect_every=detect_every, tile_size=tile_size) as proc:
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
-            with Progress(*columns, console=console) as bar:
-                task = bar.add_task(input.name, total=src.frame_count or None, fps="--")
+        with ExitStack() as outputs:
+            sinks = []
+            if out is not None:
+                sinks.append(outputs.enter_context(VideoSink(out, src.width, src.height, src.fps, audio_from=input)))
+            if json is not None:
+                sinks.append(outputs.enter_context(JsonlSink(json, header)))
+            people = outputs.enter_context(PeopleSink(summary, header, min_track)) if summary is not None else None
+            if people is not None:
+                sinks.append(people)
+            if show:
+                sinks.append(outputs.enter_context(WindowSink("agevision")))
+            with _processor(weights, device, detector or "full", min_face, smooth=not raw,
+                            detect_every=detect_every, tile_size=tile_size) as proc:
+                columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
+                with Progress(*columns, console=console) as bar:
+                    task = bar.add_task(input.name, total=src.frame_count or None, fps="--")
 
-                def progress(n, fps):
-                    bar.update(task, completed=n, fps=f"{fps:.1f}" if fps else "--")
+                    def progress(n, fps):
+                        bar.update(task, completed=n, fps=f"{fps:.1f}" if fps else "--")
 
-                def show_frame(frame):
-                    window[0](frame)
-                    return (window[1]() & 0xFF) not in (ord("q"), 27)
-
-                result = run_video(proc, src, float(src.fps), src.frame_count, vw, records,
-                                   show_frame if window else None, progress, thumbnails=keeper)
-        end = {"type": "end", "frames": result.frames, "interrupted": result.interrupted}
-        if vw is not None:
-            vw.close(complete=not result.interrupted)
-        if jw is not None:
-            jw.close(end)
-        sinks.clear()
+                    result = run_video(proc, src, float(src.fps), sinks, progress)
+            if result.frames == 0:
+                raise AgevisionError(f"{input} has no decodable frames")
+            truncated = not result.interrupted and src.ended_early(result.frames)
+            end = end_record(result.frames, result.interrupted, truncated)
+            for sink in sinks:
+                sink.finish(end)
     finally:
-        for sink in sinks:
-            if sink is not None:
-                sink.discard()
         src.close()
-    if result.frames == 0:
-        raise AgevisionError(f"{input} has no decodable frames")
-    if summary is not None:
-        tally.add(end)
-        people = tally.summary(min_track)
-        keeper.attach(people)
-        write_people_csv(people, summary)
     what = ", ".join(str(p) for p in (out, json, summary) if p)
     rate = result.frames / max(result.seconds, 1e-9)
     msg = f"{result.frames} frames, {result.faces} face boxes, {rate:.1f} FPS" + (f" -> {what}" if what else "")
-    if summary is not None:
-        n = len(people.people)
-        msg += f" ({n} {'person' if n == 1 else 'people'}{_unreadable_note(people)})"
+    if people is not None:
+        n = len(people.summary.people)
+        msg += f" ({n} {'person' if n == 1 else 'people'}{_unreadable_note(people.summary)})"
+    if truncated:
+        console.print(f"[yellow]warning:[/] {input} ends after {result.frames} of the {src.frame_count} frames its "
+                      "header promises (a cut or damaged file); the outputs cover what could be read and the "
+                      "records say truncated")
     if result.interrupted:
         console.print(f"[yellow]stopped early:[/] {msg}")
         raise typer.Exit(130)
@@ -383,7 +314,7 @@ def report(
     video: Annotated[Path | None, typer.Option(help="the video, for thumbnails (default: the path in the "
                                                "records)")] = None,
     min_track: Annotated[float, typer.Option(min=0, help="tracks seen for less than this many seconds are left "
-                                             "out as likely false detections")] = 0.5,
+                                             "out as likely false detections")] = MIN_TRACK,
     csv: Annotated[Path | None, typer.Option(help="also write the people table as CSV")] = None,
 ) -> None:
     """One self-contained HTML page about the people in a video: a table with thumbnails, the
@@ -391,10 +322,10 @@ def report(
 
     The page embeds its images and opens offline.
     """
-    from agevision.people import attach_thumbnails_from_video, iter_records, summarize, write_people_csv
+    from agevision.people import attach_thumbnails_from_video, summarize_file, write_people_csv
     from agevision.report import write_report
 
-    people = summarize(iter_records(records), min_seconds=min_track)
+    people = summarize_file(records, min_seconds=min_track)
     if people.people:
         attach_thumbnails_from_video(people, video)
     write_report(people, out, title=records.name)
@@ -414,7 +345,7 @@ def image(
     json: Annotated[Path | None, typer.Option("--json", help="JSONL with one record per face")] = None,
     crops: Annotated[bool, typer.Option(help="each image is already a cropped face: no detection")] = False,
     detector: DetectorOpt = None,
-    min_face: MinFaceOpt = 24,
+    min_face: MinFaceOpt = MIN_FACE,
     tile_size: TileOpt = TILE_SIZE,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,

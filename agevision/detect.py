@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from agevision.defaults import WEIGHTS_DIR
 from agevision.errors import AgevisionError
 from agevision.faces import Faces, areas, intersection, iou
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MODEL_FILES = {
     "short": "face_detection_short_range.tflite",
     "full": "face_detection_full_range_sparse.tflite",
@@ -34,11 +34,6 @@ BOX_SCALE = {"short": 1.07, "full": 1.0}
 # Tiles show the detector clutter up close (an ear, half a face beside the whole one); on
 # the shared clips such false finds scored 0.51-0.64, real small faces a median of 0.75.
 TILE_MIN_SCORE = 0.6
-# What `agevision video` uses unless told otherwise (the FrameProcessor's and FaceDetector's
-# own defaults are the plain behaviour: every frame, whole frame). Kept here, where nothing
-# heavy is imported, so that the CLI can show them in --help without loading torch.
-TILE_SIZE = 768  # video and images: frames larger than this are also searched in tiles
-DETECT_EVERY = 3  # video and webcam: detect on every 3rd frame, follow the faces in between
 
 
 @contextmanager

@@ -51,8 +51,9 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     from agevision.detect import StillFaceFinder
     from agevision.model.estimator import Estimator
     from agevision.quality import assess
+    from agevision.records import face_records
     from agevision.render import Renderer, face_label
-    from agevision.sinks import JsonlWriter, face_records
+    from agevision.sinks import JsonlWriter
 
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
@@ -76,7 +77,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
             else:
                 faces = detector_cm.find(image)
                 faces.quality, faces.readable = assess(image, faces, min_face)
-            estimator.estimate(image, faces)
+            faces = estimator.estimate(image, faces)
             faces.track_ids = np.arange(len(faces))
             if len(faces) == 0:
                 console.print(f"{path}: no face found")

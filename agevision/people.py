@@ -1,27 +1,25 @@
-"""Who was in the video: per-person summaries built from face records.
+"""Who was in the video: per-person summaries built from face records (see `records`).
 
-`agevision video --json` writes JSONL: a header record (`"type": "video"`: the video, its
-size, frame rate and frame count), one `"type": "face"` record per face per frame (see
-`sinks.face_records`) and an end record (`"type": "end"`: frames processed, interrupted).
-`iter_records` / `read_records` read such a file back; `summarize` (or, record by record,
-`PeopleTally`) turns the records into one `Person` per track long enough to be a real face;
+`summarize` (or, record by record, `PeopleTally`) turns the records of one run into one
+`Person` per track long enough, and with enough readable frames, to be a real face;
 `write_people_csv` writes them with their thumbnails.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import warnings
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from agevision.defaults import MIN_TRACK
 from agevision.errors import AgevisionError
+from agevision.records import check_face, iter_numbered
 
 THUMB_SIZE = 112  # longest side of a thumbnail, pixels
 THUMB_MARGIN = 0.25  # the box grown by this share of its size on every side
@@ -96,54 +94,6 @@ class Summary:
         return {k: [r[k] for r in rows] for k in keys}
 
 
-def iter_records(path: Path) -> Iterator[dict]:
-    """The records of a JSONL file written by `agevision video --json`, one at a time.
-
-    Raises AgevisionError if the file is missing, unreadable or empty, or has a broken line
-    before the last; a broken last line (a cut file) is dropped with a warning.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AgevisionError(f"no such records file: {path}")
-    broken, any_line, good = None, False, 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                if broken is not None:
-                    raise _not_a_record(path, broken)
-                any_line = True
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    rec = None
-                if not isinstance(rec, dict):
-                    broken = n
-                    continue
-                good += 1
-                yield rec
-    except (OSError, UnicodeDecodeError) as err:
-        raise AgevisionError(f"cannot read {path}: {err}") from None
-    if not any_line:
-        raise AgevisionError(f"{path} is empty: no records")
-    if broken is not None:
-        if not good:
-            raise _not_a_record(path, broken)
-        warnings.warn(f"{path}: last line ({broken}) is cut short (truncated file?); ignored", stacklevel=2)
-
-
-def _not_a_record(path: Path, line: int) -> AgevisionError:
-    return AgevisionError(f"{path} line {line} is not a JSON record: is this a records file from "
-                          "`agevision video --json`?")
-
-
-def read_records(path: Path) -> list[dict]:
-    """All records of a JSONL file written by `agevision video --json`, in file order (see
-    `iter_records` for the errors)."""
-    return list(iter_records(path))
-
-
 @dataclass
 class _Sightings:
     """One track's records, tallied: (first time, last time, frames, the latest estimate, the
@@ -204,16 +154,15 @@ class PeopleTally:
     `agevision video --json`.
     """
 
-    NEEDED = ("frame", "time", "track_id", "box")
-
     def __init__(self) -> None:
         self.header: dict | None = None
         self.end: dict | None = None
         self._tracks: dict[int, _Sightings] = {}
         self._last_frame: int | None = None  # frame of the last face record
 
-    def add(self, r: dict) -> None:
-        """Tally one record (a header, face or end record)."""
+    def add(self, r: dict, line: int | None = None) -> None:
+        """Tally one record (a header, face or end record); `line`: where it is in its file,
+        for errors. Raises AgevisionError on a record that is not valid (`records.check_face`)."""
         kind = r.get("type", "face")
         if kind == "video":
             if self.header is not None:
@@ -226,9 +175,7 @@ class PeopleTally:
         elif kind == "end":
             self.end = r
         elif kind == "face":
-            missing = [k for k in self.NEEDED if k not in r]
-            if missing:
-                raise AgevisionError(f"a face record lacks {', '.join(missing)}: not agevision records")
+            check_face(r, line)
             if self._last_frame is not None and r["frame"] < self._last_frame:
                 raise AgevisionError("face records go back in time: records of several runs are mixed")
             self._last_frame = int(r["frame"])
@@ -237,7 +184,7 @@ class PeopleTally:
                 self._tracks[tid] = _Sightings(first=r["time"])
             self._tracks[tid].add(r)
 
-    def summary(self, min_seconds: float = 0.5) -> Summary:
+    def summary(self, min_seconds: float = MIN_TRACK) -> Summary:
         """The people so far (see `summarize`)."""
         if self.header is None:
             raise AgevisionError("no video header record: these records were not written by `agevision video --json`")
@@ -266,8 +213,8 @@ class PeopleTally:
                        interrupted=interrupted)
 
 
-def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
-    """People in one video from its records (as from `read_records` or `iter_records`).
+def summarize(records: Iterable[dict], min_seconds: float = MIN_TRACK) -> Summary:
+    """People in one video from its records (as from `records.read_records`).
 
     min_seconds: tracks seen for less time than this are left out as likely false
     detections (counted in Summary.short_tracks). Raises AgevisionError on records of
@@ -276,6 +223,14 @@ def summarize(records: Iterable[dict], min_seconds: float = 0.5) -> Summary:
     tally = PeopleTally()
     for r in records:
         tally.add(r)
+    return tally.summary(min_seconds)
+
+
+def summarize_file(path: Path, min_seconds: float = MIN_TRACK) -> Summary:
+    """`summarize` of a records file, errors naming the line they are on."""
+    tally = PeopleTally()
+    for line, r in iter_numbered(path):
+        tally.add(r, line)
     return tally.summary(min_seconds)
 
 
@@ -389,31 +344,36 @@ def write_people_csv(summary: Summary, target: Path) -> Path | None:
     beside it (`<name>_thumbs/`), named in the CSV's thumbnail column.
 
     Returns the thumbnail folder (None when no person has a thumbnail). Raises
-    AgevisionError if the target cannot be written.
+    AgevisionError if the target or the thumbnail folder cannot be written (a file where
+    the folder goes, a read-only folder, a full disk); the CSV is then not written.
     """
+    import io
+
     import cv2
 
-    from agevision.sinks import check_writable
+    from agevision.files import check_writable, write_atomic
 
-    target = Path(target)
-    tmp = check_writable(target)
+    target = check_writable(Path(target))
     thumbs_dir = target.with_name(f"{target.stem}_thumbs")
     names: dict[int, str] = {}
     with_thumbs = [p for p in summary.people if p.thumbnail is not None]
     if with_thumbs:
-        thumbs_dir.mkdir(exist_ok=True)
+        if thumbs_dir.exists() and not thumbs_dir.is_dir():
+            raise AgevisionError(f"cannot write thumbnails: {thumbs_dir} is a file, not a folder")
+        try:
+            thumbs_dir.mkdir(exist_ok=True)
+        except OSError as err:
+            raise AgevisionError(f"cannot make the thumbnail folder {thumbs_dir}: {err.strerror}") from None
         for p in with_thumbs:
             name = f"track_{p.track_id}.jpg"
-            if not cv2.imwrite(str(thumbs_dir / name), p.thumbnail):
-                raise AgevisionError(f"cannot write thumbnail {thumbs_dir / name}")
+            ok, buf = cv2.imencode(".jpg", p.thumbnail)
+            if not ok:
+                raise AgevisionError(f"cannot encode thumbnail {thumbs_dir / name}")
+            write_atomic(thumbs_dir / name, buf.tobytes())
             names[p.track_id] = f"{thumbs_dir.name}/{name}"
-    try:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(people_rows(summary, names))
-        tmp.replace(target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise AgevisionError(f"cannot write {target}: {err.strerror}") from None
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(people_rows(summary, names))
+    write_atomic(target, text.getvalue())
     return thumbs_dir if with_thumbs else None

@@ -1,8 +1,9 @@
-"""The frame loop: source -> detect (or follow) -> track -> estimate -> smooth -> render -> sinks.
+"""The frame loop: source -> shots -> detect (or follow) -> quality -> track -> estimate -> smooth -> render -> sinks.
 
-`FrameProcessor` runs the stages on one frame. `run_video` drives a file through it to an
-annotated video and/or JSONL records with a progress bar; `run_live` shows a window (webcam
-or a file played live) with hotkeys.
+`FrameProcessor.process(frame)` runs the stages on one frame and returns a `FrameResult`.
+`run_video` drives a file through it into a list of sinks (`sinks.Sink`: annotated video,
+JSONL records, people summary, window); `run_live` shows a window (webcam or a file played
+live) with hotkeys.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from agevision.defaults import MIN_FACE
 from agevision.detect import FaceDetector
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
@@ -30,16 +33,60 @@ from agevision.smooth import Smoother
 from agevision.track import Tracker
 
 
-@dataclass
-class StageTimes:
-    """Accumulated seconds per stage, for `agevision bench`."""
+class Stopwatch:
+    """Seconds per named stage, summed over the frames; `with watch("detect"): ...` times one."""
 
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("detect", "quality", "track", "crop+model", "smooth", "render"), 0.0))
-    frames: int = 0
+    STAGES = ("detect", "quality", "track", "crop+model", "smooth", "render")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        self.frames = 0
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - t0
 
     def ms_per_frame(self) -> dict[str, float]:
+        """Milliseconds per frame for each stage."""
         return {k: 1000 * v / max(self.frames, 1) for k, v in self.seconds.items()}
+
+
+@dataclass
+class FrameResult:
+    """What `FrameProcessor.process` made of one frame.
+
+    index: the frame's number from 0. faces: the tracked faces with the labels shown
+    (smoothed per track unless smoothing is off). raw: the same faces with this frame's own
+    estimates (NaN on a frame between detections). detected: faces were detected (and
+    estimated) in this frame, not followed from the last. ended: ids of the tracks that
+    ended with this frame. cut: a shot cut was found here. time: seconds into the video and
+    fps: the live frame rate, both set by the loop that runs the processor. annotated:
+    the frame with labels drawn, when a sink asked for it.
+    """
+
+    index: int
+    faces: Faces
+    raw: Faces
+    detected: bool
+    ended: list[int] = field(default_factory=list)
+    cut: bool = False
+    time: float = 0.0
+    fps: float | None = None
+    annotated: np.ndarray | None = None
+    _records: list[dict] | None = field(default=None, repr=False)
+
+    @property
+    def records(self) -> list[dict]:
+        """The face records of this frame (`records.face_records`), made once."""
+        if self._records is None:
+            from agevision.records import face_records
+
+            self._records = face_records(self.faces, self.index, self.time, self.raw, detected=self.detected)
+        return self._records
 
 
 def share_cpu(estimator: Estimator) -> int:
@@ -63,25 +110,24 @@ def share_cpu(estimator: Estimator) -> int:
 class FrameProcessor:
     """All per-frame stages. Use as a context manager (it owns the face detector).
 
-    detector: "short" or "full". min_face: faces narrower than this many pixels get a box
-    but no age or gender. smooth: False shows the raw per-frame estimates.
+    detector: "short" or "full". min_face: faces narrower than this many pixels are boxed
+    but not read (see `quality.readable`, which also leaves out faces too dark, blurred or
+    turned away). smooth: False shows the raw per-frame estimates.
     detect_every: detect faces (and estimate them) on every n-th frame only; on the frames
     in between each face is followed by optical flow (`motion.FaceFlow`; where that fails,
     its track's predicted path) and keeps its last estimates. A frame in which a face is
     lost (see `motion.FaceFlow.follow`) is detected instead.
     Shot cuts (`shots.ShotCuts`) end every track and are detected, so that no one in the
     new shot inherits a label from the last.
-    After process(), `detected` says whether that frame was a detection frame;
-    `lost_frames` counts the frames detected because a face was lost, `cuts` the shot cuts.
     tile_size: see `detect.FaceDetector` (0: the whole frame only).
+    times: a `Stopwatch` of the stages over all frames processed.
     """
 
-    def __init__(self, estimator: Estimator, detector: str = "full", min_face: int = 24, smooth: bool = True,
+    def __init__(self, estimator: Estimator, detector: str = "full", min_face: int = MIN_FACE, smooth: bool = True,
                  renderer: Renderer | None = None, detect_every: int = 1, tile_size: int = 0) -> None:
         if detect_every < 1:
             raise AgevisionError(f"detect_every must be at least 1, got {detect_every}")
         self.detect_every = detect_every
-        self.detected = False
         self._index = -1
         self._last: Faces | None = None  # the faces of the previous frame
         self._detected: Faces | None = None  # the faces of the last detection frame
@@ -92,81 +138,57 @@ class FrameProcessor:
         self.tracker = Tracker()
         self.smoother = Smoother(estimator.age_bins) if smooth else None
         self.renderer = renderer or Renderer()
-        self.times = StageTimes()
+        self.times = Stopwatch()
         self.shots = ShotCuts()
-        self.lost_frames = self.cuts = 0
 
-    def process(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces]:
-        """Detect, track, estimate and smooth the faces of one BGR frame.
-
-        Returns (smoothed faces, raw per-frame estimates of the same faces). On a frame
-        between detections (see `detect_every`) the raw estimates are NaN.
-        """
+    def process(self, frame_bgr: np.ndarray) -> FrameResult:
+        """Detect (or follow), track, estimate and smooth the faces of one BGR frame."""
         self._index += 1
         self.times.frames += 1
-        t = self.times.seconds
-        t0 = time.perf_counter()
-        cut = self.shots.is_cut(frame_bgr)
-        t["track"] += time.perf_counter() - t0
+        with self.times("track"):
+            cut = self.shots.is_cut(frame_bgr)
         if cut:  # whoever is in the new shot is someone else
-            self.cuts += 1
             self.tracker.drop(self.tracker.ids)
         elif self._last is not None and self._index % self.detect_every:
-            followed = self._coast(frame_bgr)
+            followed = self._follow(frame_bgr)
             if followed is not None:
                 return followed
-        self.detected = True
-        t0 = time.perf_counter()
-        faces = self.detector.detect(frame_bgr)
-        tq = time.perf_counter()
-        faces.quality, faces.readable = assess(frame_bgr, faces, self.min_face)
-        t1 = time.perf_counter()
-        self.tracker.update(faces)
-        t2 = time.perf_counter()
-        self.estimator.estimate(frame_bgr, faces)
-        t3 = time.perf_counter()
-        raw = replace(faces, age=faces.age.copy(), p_female=faces.p_female.copy(), gender=faces.gender.copy())
-        if self.smoother is not None:
-            self.smoother.update(faces, self.tracker.ended, self._index)
-        t4 = time.perf_counter()
-        t["detect"] += tq - t0
-        t["quality"] += t1 - tq
-        t["track"] += t2 - t1
-        t["crop+model"] += t3 - t2
-        t["smooth"] += t4 - t3
-        self._last = self._detected = faces
-        if self.flow is not None:
-            self.flow.remember(frame_bgr, faces)
-            t["track"] += time.perf_counter() - t4
-        return faces, raw
+        with self.times("detect"):
+            found = self.detector.detect(frame_bgr)
+        with self.times("quality"):
+            found.quality, found.readable = assess(frame_bgr, found, self.min_face)
+        with self.times("track"):
+            tracked, ended = self.tracker.update(found)
+        with self.times("crop+model"):
+            raw = self.estimator.estimate(frame_bgr, tracked)
+        with self.times("smooth"):
+            shown = self.smoother.update(raw, ended, self._index) if self.smoother is not None else raw
+        with self.times("track"):
+            if self.flow is not None:
+                self.flow.remember(frame_bgr, shown)
+        self._last = self._detected = shown
+        return FrameResult(self._index, shown, raw, detected=True, ended=ended, cut=cut)
 
-    def _coast(self, frame_bgr: np.ndarray) -> tuple[Faces, Faces] | None:
+    def _follow(self, frame_bgr: np.ndarray) -> FrameResult | None:
         """A frame between detections: the last faces followed into `frame_bgr`, or None
         when a face was lost (something passed in front of it, or it moved too fast): then
         the frame is detected instead."""
-        t0 = time.perf_counter()
-        # rows of _last and _detected match: tracks only end on detection frames
-        boxes, lost = self.flow.follow(frame_bgr, self._detected)
-        if lost.any():
-            self.times.seconds["track"] += time.perf_counter() - t0
-            self.lost_frames += 1
-            return None
-        faces = self.tracker.coast(self._last, boxes)
-
-        def nan():
-            return np.full(len(faces), np.nan, np.float32)
-
-        raw = replace(faces, age=nan(), age_low=nan(), age_high=nan(), p_female=nan(), age_probs=None)
-        self.detected = False
-        self._last = faces
-        self.times.seconds["track"] += time.perf_counter() - t0
-        return faces, raw
+        with self.times("track"):
+            # rows of _last and _detected match: tracks only end on detection frames
+            boxes, lost = self.flow.follow(frame_bgr, self._detected)
+            if lost.any():
+                return None
+            faces = self.tracker.coast(self._last, boxes)
+            nan = np.full(len(faces), np.nan, np.float32)
+            raw = replace(faces, age=nan, age_low=nan.copy(), age_high=nan.copy(), p_female=nan.copy(),
+                          age_probs=None)
+            self._last = faces
+        return FrameResult(self._index, faces, raw, detected=False)
 
     def draw(self, frame_bgr: np.ndarray, faces: Faces, **hud) -> np.ndarray:
-        t0 = time.perf_counter()
-        out = self.renderer.draw(frame_bgr, faces, **hud)
-        self.times.seconds["render"] += time.perf_counter() - t0
-        return out
+        """Labels and HUD drawn onto `frame_bgr` (in place; see `Renderer.draw`), timed."""
+        with self.times("render"):
+            return self.renderer.draw(frame_bgr, faces, **hud)
 
     def close(self) -> None:
         self.detector.close()
@@ -191,76 +213,85 @@ class FpsMeter:
         return (len(self._stamps) - 1) / max(self._stamps[-1] - self._stamps[0], 1e-9)
 
 
-@contextmanager
-def _stop_on_ctrl_c():
-    """An Event set by Ctrl-C (SIGINT) instead of a KeyboardInterrupt raised mid-frame.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
-    A KeyboardInterrupt can land anywhere, even inside a native library's destructor;
-    checking a flag between frames stops cleanly. Off the main thread nothing is changed.
+
+@contextmanager
+def stop_on_signals():
+    """An Event set by Ctrl-C (SIGINT), SIGTERM or SIGHUP instead of the process dying mid-frame.
+
+    A KeyboardInterrupt can land anywhere, even inside a native library's destructor, and
+    SIGTERM / SIGHUP would kill the process with its outputs half written; checking a flag
+    between frames stops cleanly, and the outputs are finished. Off the main thread nothing
+    is changed.
     """
     stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
 class VideoResult:
+    """What `run_video` did: frames and face boxes processed, seconds, whether it stopped early."""
+
     frames: int
     faces: int
     seconds: float
     interrupted: bool
-    times: StageTimes
+    times: Stopwatch
+
+    def end_record(self) -> dict:
+        """The JSONL end record of the run (see `records.end_record`)."""
+        from agevision.records import end_record
+
+        return end_record(self.frames, self.interrupted)
 
 
-def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: float, total: int | None,
-              video_writer=None, jsonl_writer=None, show: Callable[[np.ndarray], bool] | None = None,
-              progress=None, thumbnails=None) -> VideoResult:
-    """Run every frame through `processor`, drawing and writing to the given sinks.
+def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: float, sinks: Sequence = (),
+              progress: Callable[[int, float | None], None] | None = None) -> VideoResult:
+    """Run every frame through `processor` and hand each result to every sink.
 
-    jsonl_writer: anything with write(list of face record dicts). thumbnails: a
-    `people.ThumbnailKeeper` shown each frame before it is drawn on, or None.
-    show: called with each annotated frame; returning False stops the run early.
-    progress: called with (frames done, current FPS). Ctrl-C stops the run after the
-    current frame (VideoResult.interrupted); sinks are closed by the caller. Returns a VideoResult.
+    sinks: objects with `write(frame, result)` (see `sinks.Sink`); one returning False
+    stops the run (a window closed with q). The frame is drawn on once, for the sinks that
+    want `result.annotated`; those that want the frame clean get it before drawing.
+    progress: called with (frames done, current FPS). Ctrl-C, SIGTERM and SIGHUP stop the
+    run after the current frame (VideoResult.interrupted); the caller finishes the sinks.
     """
     meter = FpsMeter()
     start = time.perf_counter()
     n = n_faces = 0
     interrupted = False
-    with _stop_on_ctrl_c() as stop:
+    annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
+    keep_clean = annotate and any(getattr(s, "needs_clean_frame", False) for s in sinks)
+    rate = float(fps) or 25.0
+    with stop_on_signals() as stop:
         for frame in frames:
-            faces, raw = processor.process(frame)
-            current = meter.tick()
+            result = processor.process(frame)
+            result.fps, result.time = meter.tick(), result.index / rate
             n += 1
-            n_faces += len(faces)
-            if jsonl_writer is not None:
-                from agevision.sinks import face_records
-
-                jsonl_writer.write(face_records(faces, n - 1, (n - 1) / fps, raw, detected=processor.detected))
-            if thumbnails is not None and processor.detected:
-                thumbnails.update(n - 1, frame, faces)
-            if video_writer is not None or show is not None:
-                annotated = processor.draw(frame, faces, fps=current)
-                if video_writer is not None:
-                    video_writer.write(annotated)
-                if show is not None and show(annotated) is False:
-                    interrupted = True
-                    break
+            n_faces += len(result.faces)
+            if annotate:
+                result.annotated = processor.draw(frame.copy() if keep_clean else frame, result.faces, fps=result.fps)
+            if any([sink.write(frame, result) is False for sink in sinks]):
+                interrupted = True
+                break
             if progress is not None:
-                progress(n, current)
+                progress(n, result.fps)
             if stop.is_set():
                 interrupted = True
                 break
     return VideoResult(n, n_faces, time.perf_counter() - start, interrupted, processor.times)
 
 
-KEYS = {ord("q"): "quit", 27: "quit", ord("o"): "overlays", ord("h"): "hud", ord("s"): "snapshot",
+QUIT_KEYS = (ord("q"), 27)  # q and Esc, in every window
+KEYS = {**dict.fromkeys(QUIT_KEYS, "quit"), ord("o"): "overlays", ord("h"): "hud", ord("s"): "snapshot",
         ord(" "): "pause"}
 
 
@@ -282,7 +313,7 @@ def run_live(processor: FrameProcessor, frames: Iterable[np.ndarray], show: Call
             frame = next(it, None)
             if frame is None:
                 return {"frames": shown, "snapshots": snapshots, "quit": False}
-            faces, _ = processor.process(frame)
+            faces = processor.process(frame).faces
             last = (frame, faces)
         frame, faces = last
         canvas = processor.draw(frame.copy(), faces, fps=meter.tick() if not paused else None,
@@ -300,6 +331,12 @@ def run_live(processor: FrameProcessor, frames: Iterable[np.ndarray], show: Call
             paused = not paused
         elif action == "snapshot":
             path = Path(snapshot_dir) / time.strftime(f"agevision-%Y%m%d-%H%M%S-{len(snapshots)}.png")
-            if not cv2.imwrite(str(path), canvas):
-                raise AgevisionError(f"cannot write snapshot {path}")
-            snapshots.append(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                saved = cv2.imwrite(str(path), canvas)
+            except (OSError, cv2.error):
+                saved = False
+            if saved:
+                snapshots.append(path)
+            else:  # a snapshot that cannot be saved must not end the session
+                warnings.warn(f"cannot write snapshot {path}", stacklevel=2)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from agevision.errors import AgevisionError
 from agevision.people import Summary, people_rows
 
 FEMALE, MALE, UNKNOWN = "#e0609a", "#3c8ce0", "#9a9a9a"
@@ -168,13 +167,6 @@ def render_html(summary: Summary, title: str = "") -> str:
 
 def write_report(summary: Summary, target: Path, title: str = "") -> None:
     """Write the report page to `target`; AgevisionError if it cannot be written."""
-    from agevision.sinks import check_writable
+    from agevision.files import write_atomic
 
-    target = Path(target)
-    tmp = check_writable(target)
-    try:
-        tmp.write_text(render_html(summary, title), encoding="utf-8")
-        tmp.replace(target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise AgevisionError(f"cannot write {target}: {err.strerror}") from None
+    write_atomic(Path(target), render_html(summary, title))

@@ -1,16 +1,23 @@
-"""Outputs: the annotated video (H.264 MP4, with the input's audio) and JSONL face records.
+"""Sinks: where the results of a run go. Each is a context manager with one verb,
+`write(frame, result)`, called by `pipeline.run_video` for every frame, and `finish(end)`
+once the run is over; leaving the `with` block without finish() (an error) discards what
+it wrote.
 
-Each writer writes to a temporary file beside its target and renames it into place on
-close(), so a target path never holds a half-written file. close() after an interruption
-(Ctrl-C) still finishes the file properly: what was written stays playable. discard()
-removes the temporary file instead.
+- `VideoSink`: the annotated video (H.264 MP4, fragmented, with the input's audio).
+- `JsonlSink`: the JSONL records (`records`).
+- `PeopleSink`: the people summary CSV and its thumbnails (`people`).
+- `WindowSink`: an OpenCV window showing the annotated frames; q or Esc stops the run.
+
+Files are written through `files.AtomicFile`: a target never holds a half-written file,
+and finish() after an interruption (Ctrl-C, SIGTERM) still completes it, so what was
+written stays playable. The MP4 is fragmented, so even the temporary file of a killed run
+plays up to its last fragment (about 2 s).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import queue
 import threading
 from fractions import Fraction
@@ -19,23 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from agevision.errors import AgevisionError
-from agevision.faces import Faces
-
-
-def _temp_path(target: Path) -> Path:
-    return target.with_name(f".{target.stem}.partial{target.suffix}")
-
-
-def check_writable(target: Path) -> Path:
-    """The temporary path to write `target` through; AgevisionError if `target` cannot be written."""
-    target = Path(target)
-    if target.is_dir():
-        raise AgevisionError(f"cannot write {target}: it is a folder")
-    if not target.parent.is_dir():
-        raise AgevisionError(f"cannot write {target}: folder {target.parent} does not exist")
-    if not os.access(target.parent, os.W_OK):
-        raise AgevisionError(f"cannot write {target}: folder {target.parent} is not writable")
-    return _temp_path(target)
+from agevision.files import AtomicFile
 
 
 class VideoWriter:
@@ -50,18 +41,21 @@ class VideoWriter:
                  crf: int = 20, preset: str = "veryfast", queue_size: int = 8) -> None:
         import av
 
-        self.target = Path(target)
-        self._tmp = check_writable(self.target)
-        try:
-            self._out = av.open(str(self._tmp), "w", format="mp4")
-        except (av.error.FFmpegError, OSError) as err:
-            raise AgevisionError(f"cannot write {self.target}: {err}") from None
+        self._file = AtomicFile(target)
+        self.target = self._file.target
         self.fps = Fraction(fps).limit_denominator(100000)
+        try:  # fragmented: playable up to the last fragment even if the process is killed
+            self._out = av.open(str(self._file.path), "w", format="mp4",
+                                options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+        except (av.error.FFmpegError, OSError) as err:
+            self._file.discard()
+            raise AgevisionError(f"cannot write {self.target}: {err}") from None
         self._video = self._out.add_stream("libx264", rate=self.fps)
         self._video.width, self._video.height = width + width % 2, height + height % 2
         self._video.pix_fmt = "yuv420p"
         self._video.codec_context.time_base = 1 / self.fps
-        self._video.options = {"crf": str(crf), "preset": preset}
+        keyframes = max(int(round(2 * float(self.fps))), 1)  # a fragment every 2 s
+        self._video.options = {"crf": str(crf), "preset": preset, "g": str(keyframes)}
         self._audio_in = self._audio_out = None
         self._audio_packets = None
         self._pending_audio = None
@@ -82,7 +76,7 @@ class VideoWriter:
     def write(self, frame_bgr: np.ndarray) -> None:
         """Queue one BGR uint8 frame (H, W, 3) for encoding. Raises AgevisionError if encoding failed."""
         if self._error is not None:
-            raise AgevisionError(f"writing {self.target} failed: {self._error}")
+            raise AgevisionError(f"writing {self.target} failed: {_reason(self._error)}")
         self._queue.put(frame_bgr)
 
     def _run(self) -> None:
@@ -143,12 +137,12 @@ class VideoWriter:
             if self._audio_in is not None:
                 self._audio_in.close()
         if self._error is not None:
-            self._tmp.unlink(missing_ok=True)
-            raise AgevisionError(f"writing {self.target} failed: {self._error}")
+            self._file.discard()
+            raise AgevisionError(f"writing {self.target} failed: {_reason(self._error)}")
         if self.frames_written == 0:
-            self._tmp.unlink(missing_ok=True)
+            self._file.discard()
             return
-        self._tmp.replace(self.target)
+        self._file.commit()
 
     def discard(self) -> None:
         """Stop and delete the partial output."""
@@ -160,89 +154,233 @@ class VideoWriter:
             pass
         if self._audio_in is not None:
             self._audio_in.close()
-        self._tmp.unlink(missing_ok=True)
-
-
-def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | None = None,
-                 source: str | None = None, detected: bool = True) -> list[dict]:
-    """One JSON-ready dict per face ("type": "face"): frame, time, track id, box, detection
-    score, face quality, smoothed and raw age, 80% interval, P(female), the gender shown ("F",
-    "M" or "?"), whether the face could be read (unreadable faces have no age), and whether
-    the face was detected in this frame (False: a frame between detections, where the
-    box is the tracker's prediction and the estimates are carried over)."""
-    records = []
-    for i in range(len(faces)):
-        known = not np.isnan(faces.age[i])
-
-        def num(v: float, nd: int = 2, known: bool = known):
-            return None if not known or np.isnan(v) else round(float(v), nd)
-
-        rec = {
-            "type": "face",
-            "frame": frame_index,
-            "time": round(time_s, 3),
-            "track_id": int(faces.track_ids[i]),
-            "box": [round(float(v), 1) for v in faces.boxes[i]],
-            "score": round(float(faces.scores[i]), 3),
-            "quality": None if np.isnan(faces.quality[i]) else round(float(faces.quality[i]), 3),
-            "age": num(faces.age[i], 1),
-            "age_low": num(faces.age_low[i], 1),
-            "age_high": num(faces.age_high[i], 1),
-            "p_female": num(faces.p_female[i], 3),
-            "gender": str(faces.gender[i]) if known else "?",
-            "readable": bool(faces.readable[i]),
-            "raw_age": num(raw.age[i], 1) if raw is not None else None,
-            "raw_p_female": num(raw.p_female[i], 3) if raw is not None else None,
-            "detected": detected,
-        }
-        if source is not None:
-            rec["source"] = source
-        records.append(rec)
-    return records
-
-
-def video_header(path: Path, width: int, height: int, fps: float, frame_count: int, smoothed: bool = True,
-                 detect_every: int = 1) -> dict:
-    """The first record of a video's JSONL ("type": "video"): which video, its size, rate and
-    length, whether the face records' age and gender are smoothed per track, and on every
-    how many frames faces were detected."""
-    from agevision import __version__
-
-    return {"type": "video", "video": str(path), "width": width, "height": height, "fps": round(float(fps), 4),
-            "frame_count": frame_count, "smoothed": smoothed, "detect_every": detect_every,
-            "agevision": __version__}
+        self._file.discard()
 
 
 class JsonlWriter:
-    """Writes one JSON object per line to `target` (via a temporary file; see module doc).
+    """Writes one JSON object per line to `target` (through an `AtomicFile`).
 
-    header: a record written first (see `video_header`), or None.
+    header: a record written first (see `records.video_header`), or None. Raises
+    AgevisionError if the target cannot be written, or when a write fails (a full disk).
     """
 
     def __init__(self, target: Path, header: dict | None = None) -> None:
-        self.target = Path(target)
-        self._tmp = check_writable(self.target)
+        self._out = AtomicFile(target)
+        self.target = self._out.target
         try:
-            self._file = open(self._tmp, "w")
+            self._file = open(self._out.path, "w", encoding="utf-8")
         except OSError as err:
+            self._out.discard()
             raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
-        self.count = 0
         if header is not None:
-            self._file.write(json.dumps(header) + "\n")
+            self.write([header])
 
     def write(self, records: list[dict]) -> None:
         """Append records (dicts) as JSON lines."""
-        for rec in records:
-            self._file.write(json.dumps(rec) + "\n")
-        self.count += len(records)
+        try:
+            for rec in records:
+                self._file.write(json.dumps(rec) + "\n")
+        except OSError as err:
+            self.discard()
+            raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
 
     def close(self, end: dict | None = None) -> None:
         """Write `end` as the last record (if given), then move the file into place."""
         if end is not None:
-            self._file.write(json.dumps(end) + "\n")
-        self._file.close()
-        self._tmp.replace(self.target)
+            self.write([end])
+        try:
+            self._file.close()
+        except OSError as err:
+            self.discard()
+            raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
+        self._out.commit()
 
     def discard(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        """Remove what was written."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self._out.discard()
+
+
+def _reason(err: BaseException) -> str:
+    """One line for a writing error: the OS reason where there is one ("No space left on device")."""
+    if getattr(err, "strerror", None):
+        return err.strerror
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class Sink:
+    """A destination for a run's results (see module doc). needs_annotated: `write` wants
+    `result.annotated`; needs_clean_frame: `write` wants the frame before labels are drawn."""
+
+    needs_annotated = False
+    needs_clean_frame = False
+    _finished = False
+
+    def write(self, frame_bgr: np.ndarray, result) -> bool | None:
+        """Take one frame's result (a `pipeline.FrameResult`); return False to stop the run."""
+        raise NotImplementedError
+
+    def finish(self, end: dict) -> None:
+        """The run is over (`end`: its end record); complete the output."""
+        self._finished = True
+
+    def discard(self) -> None:
+        """Throw away what was written."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._finished:
+            self.discard()
+
+
+class VideoSink(Sink):
+    """The annotated frames as an MP4 (see `VideoWriter`); the audio cut where an
+    interrupted run's video ends."""
+
+    needs_annotated = True
+
+    def __init__(self, target: Path, width: int, height: int, fps: Fraction, audio_from: Path | None = None) -> None:
+        self.writer = VideoWriter(target, width, height, fps, audio_from=audio_from)
+
+    def write(self, frame_bgr: np.ndarray, result) -> None:
+        self.writer.write(result.annotated)
+
+    def finish(self, end: dict) -> None:
+        self._finished = True
+        self.writer.close(complete=not end.get("interrupted") and not end.get("truncated"))
+
+    def discard(self) -> None:
+        self._finished = True
+        self.writer.discard()
+
+
+class JsonlSink(Sink):
+    """The run's records: `header` first, a face record per face per frame, `end` last."""
+
+    def __init__(self, target: Path, header: dict) -> None:
+        self.writer = JsonlWriter(target, header)
+
+    def write(self, frame_bgr: np.ndarray, result) -> None:
+        self.writer.write(result.records)
+
+    def finish(self, end: dict) -> None:
+        self._finished = True
+        self.writer.close(end)
+
+    def discard(self) -> None:
+        self._finished = True
+        self.writer.discard()
+
+
+class PeopleSink(Sink):
+    """The people of the run (`people.PeopleTally`), each with their best face kept as a
+    thumbnail, written as a CSV and a thumbnail folder by finish(). `summary` holds the
+    `people.Summary` after finish()."""
+
+    needs_clean_frame = True
+
+    def __init__(self, target: Path, header: dict, min_seconds: float) -> None:
+        from agevision.files import check_writable
+        from agevision.people import PeopleTally, ThumbnailKeeper
+
+        self.target = check_writable(target)
+        self.min_seconds = min_seconds
+        self.tally, self.keeper = PeopleTally(), ThumbnailKeeper()
+        self.tally.add(header)
+        self.summary = None
+
+    def write(self, frame_bgr: np.ndarray, result) -> None:
+        for rec in result.records:
+            self.tally.add(rec)
+        if result.detected:
+            self.keeper.update(result.index, frame_bgr, result.faces)
+
+    def finish(self, end: dict) -> None:
+        from agevision.people import write_people_csv
+
+        self._finished = True
+        self.tally.add(end)
+        self.summary = self.tally.summary(self.min_seconds)
+        self.keeper.attach(self.summary)
+        write_people_csv(self.summary, self.target)
+
+
+class WindowSink(Sink):
+    """Shows the annotated frames in a window (see `window`); q or Esc stops the run."""
+
+    needs_annotated = True
+
+    def __init__(self, title: str = "agevision") -> None:
+        self.show, self.read_key, self.close = window(title)
+
+    def write(self, frame_bgr: np.ndarray, result) -> bool:
+        from agevision.pipeline import QUIT_KEYS
+
+        self.show(result.annotated)
+        return (self.read_key() & 0xFF) not in QUIT_KEYS
+
+    def finish(self, end: dict) -> None:
+        self._finished = True
+        self.close()
+
+    def discard(self) -> None:
+        self.close()
+
+
+def check_display() -> None:
+    """AgevisionError unless a window can open: on Linux, OpenCV's Qt needs a reachable X
+    display (DISPLAY), and without one it aborts the whole process instead of raising."""
+    import os
+    import socket
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    display = os.environ.get("DISPLAY", "")
+    hint = "run under a desktop session, or without the window (agevision video without --show)"
+    if not display:
+        raise AgevisionError(f"cannot open a window: no display (DISPLAY is not set); {hint}")
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        raise AgevisionError(f"cannot open a window: DISPLAY={display!r} is not a display name; {hint}")
+    try:
+        if host in ("", "unix"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(1.0)
+                sock.connect(f"/tmp/.X11-unix/X{number}")
+        else:
+            socket.create_connection((host, 6000 + int(number)), timeout=1.0).close()
+    except OSError:
+        raise AgevisionError(f"cannot open a window: no X display answers at DISPLAY={display}; {hint}") from None
+
+
+def window(title: str):
+    """(show, read_key, close) for an OpenCV window; AgevisionError if there is no display."""
+    import cv2
+
+    check_display()
+    try:
+        cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise AgevisionError("cannot open a window (no display? set DISPLAY or run without --show)") from None
+
+    sized = []
+
+    def show(frame):
+        if not sized:  # open at the frame's own size, not the toolkit's default
+            cv2.resizeWindow(title, frame.shape[1], frame.shape[0])
+            sized.append(True)
+        cv2.imshow(title, frame)
+
+    def close():
+        cv2.destroyWindow(title)
+        cv2.waitKey(1)
+
+    return show, lambda: cv2.waitKey(1), close

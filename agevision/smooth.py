@@ -81,15 +81,17 @@ class Smoother:
         self._frame = -1
 
     def update(self, faces: Faces, ended: list[int] = (), frame: int | None = None) -> Faces:
-        """Smooth the estimated fields of `faces` (in place) by track id; forget `ended` tracks.
+        """The faces with their estimates smoothed by track id (a new record; `faces` is left
+        as it is); `ended` tracks are forgotten first.
 
         frame: the frame's index in the video, for `warm_up` and `restart_frames` (default:
         one more than the previous update's, right when every frame is estimated). Faces
-        without an estimate (age NaN, e.g. too small) leave their track unchanged. Returns faces.
+        without an estimate (age NaN: not readable) leave their track unchanged.
         """
         self._frame = self._frame + 1 if frame is None else frame
         for i in ended:
             self._states.pop(i, None)
+        faces = faces.copy()
         if faces.age_probs is None or len(faces) == 0:
             return faces
         probs = faces.age_probs.astype(np.float64)

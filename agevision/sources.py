@@ -27,7 +27,7 @@ class VideoSource:
     has no video stream. Frames come upright: a video stored on its side with a display
     rotation (as phones record portrait video) is turned as players show it. Attributes:
     width, height (of the frames as yielded), fps (Fraction), frame_count (estimate, 0 if
-    unknown), has_audio, rotation (degrees counterclockwise the frames were turned: 0, 90,
+    unknown), rotation (degrees counterclockwise the frames were turned: 0, 90,
     180 or 270).
     """
 
@@ -63,7 +63,6 @@ class VideoSource:
         self.frame_count = int(self._stream.frames or 0)
         if not self.frame_count and self._stream.duration and self._stream.time_base:
             self.frame_count = int(round(float(self._stream.duration * self._stream.time_base * self.fps)))
-        self.has_audio = bool(self._container.streams.audio)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
@@ -117,6 +116,13 @@ class VideoSource:
         if self._error:
             warnings.warn(f"{self._error}; stopped after {count} frames", stacklevel=2)
 
+    def ended_early(self, frames: int) -> bool:
+        """Whether a read that gave `frames` frames stopped short of the end: decoding broke,
+        or the file holds fewer frames than its header says (a cut or damaged file)."""
+        if self._error:
+            return True
+        return self.frame_count > 0 and frames < self.frame_count - max(2, 0.02 * self.frame_count)
+
     def close(self) -> None:
         """Stop decoding and close the file; safe to call twice."""
         self._stop.set()
@@ -163,7 +169,6 @@ class CameraSource:
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._failed = False
-        self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
         self._thread.start()
 
@@ -175,9 +180,7 @@ class CameraSource:
                     self._failed = True
                     self._lock.notify_all()
                     return
-                if self._latest is not None:
-                    self.dropped += 1
-                self._latest = frame
+                self._latest = frame  # an older frame not yet taken is dropped
                 self._lock.notify_all()
 
     def __iter__(self):

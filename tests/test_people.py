@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 import agevision
 from agevision.cli import app
 from agevision.errors import AgevisionError
-from agevision.people import read_records, summarize
+from agevision.people import summarize
+from agevision.records import read_records
 from agevision.report import gender_split
 from tests.conftest import VIDEOS
 

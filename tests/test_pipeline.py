@@ -42,7 +42,7 @@ def test_detector_tracker_and_estimator_on_a_talking_head(estimator):
     with FrameProcessor(estimator, detector="short") as proc:
         ids = set()
         for frame in _frames(TALKING, 40):
-            faces, raw = proc.process(frame)
+            faces = proc.process(frame).faces
             assert len(faces) == 1
             ids.add(int(faces.track_ids[0]))
             assert 0 < faces.age[0] < 100 and 0 <= faces.p_female[0] <= 1
@@ -54,12 +54,13 @@ def test_faces_followed_between_detections_stay_on_the_face(estimator):
     with FrameProcessor(estimator, detector="full") as every, FrameProcessor(estimator, detector="full",
                                                                             detect_every=3) as third:
         for n, frame in enumerate(frames):
-            truth, _ = every.process(frame)
-            faces, raw = third.process(frame)
-            assert third.detected == (n % 3 == 0)
+            truth = every.process(frame).faces
+            result = third.process(frame)
+            faces, raw = result.faces, result.raw
+            assert result.detected == (n % 3 == 0)
             assert len(faces) == 1 and int(faces.track_ids[0]) == 0
             assert iou(faces.boxes, truth.boxes)[0, 0] > 0.85
-            if third.detected:
+            if result.detected:
                 assert np.allclose(faces.boxes, truth.boxes)
             else:  # labels carried over, no new raw estimate
                 assert np.isnan(raw.age[0]) and not np.isnan(faces.age[0])
@@ -70,13 +71,18 @@ def test_a_shot_cut_between_detections_is_detected_and_starts_new_tracks(estimat
     frames = _frames(TALKING, 4) + _frames(cut, 3)
     with FrameProcessor(estimator, detector="full") as every, FrameProcessor(estimator, detector="full",
                                                                             detect_every=3) as third:
+        cuts = {"every": [], "third": []}
         for n, frame in enumerate(frames):
-            truth, _ = every.process(frame)
-            faces, _ = third.process(frame)
-            assert iou(faces.boxes, truth.boxes)[0, 0] > 0.85, n  # never the old face's box
-            assert third.detected == (n % 3 == 0 or n == 4)
+            truth, result = every.process(frame), third.process(frame)
+            faces = result.faces
+            assert iou(faces.boxes, truth.faces.boxes)[0, 0] > 0.85, n  # never the old face's box
+            assert result.detected == (n % 3 == 0 or n == 4)
             assert int(faces.track_ids[0]) == (0 if n < 4 else 1)
-        assert every.cuts == third.cuts == 1
+            cuts["every"] += [n] * truth.cut
+            cuts["third"] += [n] * result.cut
+            if n == 4:
+                assert result.ended == [0]  # the first man's track ends at the cut
+        assert cuts == {"every": [4], "third": [4]}
 
 
 def _faces(box, age_peak, p_female, score=0.9):
@@ -93,18 +99,18 @@ def test_smoother_steadies_a_track_and_new_people_start_fresh():
     tracker, smoother = Tracker(max_missed=2), Smoother(np.arange(101))
     shown = []
     for k in range(30):
-        f = tracker.update(_faces([100, 100, 200, 200], 30 + (5 if k % 2 else -5), 0.6 if k % 2 else 0.45))
-        smoother.update(f, tracker.ended)
+        f, ended = tracker.update(_faces([100, 100, 200, 200], 30 + (5 if k % 2 else -5), 0.6 if k % 2 else 0.45))
+        f = smoother.update(f, ended)
         shown.append((f.age[0], str(f.gender[0])))
     ages = [a for a, _ in shown[10:]]
     assert np.std(ages) < 2.0  # raw estimates jump by 10 years every frame
     assert len({g for _, g in shown}) == 1  # no gender flip
     # a different person somewhere else gets a new id and its own estimate
     for _ in range(4):
-        tracker.update(Faces())
-        smoother.update(Faces(), tracker.ended)
-    f = tracker.update(_faces([400, 100, 500, 200], 70, 0.95))
-    smoother.update(f, tracker.ended)
+        _, ended = tracker.update(Faces())
+        smoother.update(Faces(), ended)
+    f, ended = tracker.update(_faces([400, 100, 500, 200], 70, 0.95))
+    f = smoother.update(f, ended)
     assert f.track_ids[0] != 0 and abs(f.age[0] - 70) < 3 and f.gender[0] == "F"
 
 
@@ -253,29 +259,53 @@ def test_evaluate_bad_folders(tmp_path):
     assert r.exit_code == 1 and "no UTKFace images" in r.output
 
 
-def test_ctrl_c_leaves_a_playable_partial_video(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_mid_video_leaves_a_playable_video_and_closed_records(tmp_path, signame):
     import signal
     import subprocess
     import sys
     import time
 
-    out = tmp_path / "partial.mp4"
+    out, records = tmp_path / "partial.mp4", tmp_path / "partial.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "agevision.cli", "video", str(VIDEOS / "LivePortrait__driving_d6.mp4"),
-         "--out", str(out)],
+         "--out", str(out), "--json", str(records)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
-    while time.time() < deadline and not any(p.stat().st_size > 20000 for p in tmp_path.glob(".*partial*")):
+    while time.time() < deadline and not any(p.stat().st_size > 20000 for p in tmp_path.glob(".*mp4*partial*")):
         time.sleep(0.2)  # wait until frames are being encoded
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
     assert "Traceback" not in output and "stopped early" in output
     frames = sum(1 for _ in av.open(str(out)).decode(video=0))
     assert 0 < frames < 1008
+    lines = [json.loads(x) for x in records.read_text().splitlines()]
+    assert lines[-1] == {"type": "end", "frames": lines[-1]["frames"], "interrupted": True}
+    assert lines[-1]["frames"] >= frames - 10  # the encoder lags the records by its queue
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_records_are_the_same_whichever_outputs_are_asked_for(estimator, tmp_path):
+    # the sinks only pass results on: the CLI's records are the frame loop's own
+    from agevision.records import face_records
+
+    clip = VIDEOS / "LivePortrait__driving_d12.mp4"
+    r = runner.invoke(app, ["video", str(clip), "--json", str(tmp_path / "a.jsonl")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["video", str(clip), "--json", str(tmp_path / "b.jsonl"), "--out", str(tmp_path / "b.mp4"),
+                            "--summary", str(tmp_path / "b.csv")])
+    assert r.exit_code == 0, r.output
+    a, b = (tmp_path / "a.jsonl").read_text(), (tmp_path / "b.jsonl").read_text()
+    assert a == b
+    direct = []
+    with VideoSource(clip) as src, FrameProcessor(estimator, detect_every=3, tile_size=768) as proc:
+        for n, frame in enumerate(src):
+            res = proc.process(frame)
+            direct += face_records(res.faces, n, n / float(src.fps), res.raw, detected=res.detected)
+    assert [json.loads(x) for x in a.splitlines()[1:-1]] == json.loads(json.dumps(direct))
 
 
 def test_webcam_without_a_camera_is_one_clear_line():

@@ -25,22 +25,22 @@ def test_tracker_follows_a_fast_face_and_bridges_a_gap():
     tracker = Tracker()
     ids = []
     for k in range(8):  # moving 45 px (0.45 box widths) a frame
-        ids.append(int(tracker.update(_face([100 + 45 * k, 100, 200 + 45 * k, 200])).track_ids[0]))
+        ids.append(int(tracker.update(_face([100 + 45 * k, 100, 200 + 45 * k, 200]))[0].track_ids[0]))
     for _ in range(10):  # the detector misses the face for a third of a second while it moves on
         tracker.update(Faces())
     # 495 px from where it was last seen: found again only by predicting its motion
-    ids.append(int(tracker.update(_face([910, 100, 1010, 200])).track_ids[0]))
+    ids.append(int(tracker.update(_face([910, 100, 1010, 200]))[0].track_ids[0]))
     assert ids == [0] * 9
     # someone else, far away and at another size, is a new person
-    assert int(tracker.update(_face([100, 500, 300, 700])).track_ids[0]) == 1
+    assert int(tracker.update(_face([100, 500, 300, 700]))[0].track_ids[0]) == 1
 
 
 def test_smoother_is_not_dragged_by_a_few_odd_frames():
     tracker, smoother = Tracker(), Smoother(np.arange(101))
     shown = []
     for k in range(40):
-        f = tracker.update(_face([100, 100, 200, 200], age=70 if 30 <= k < 34 else 30))
-        smoother.update(f, tracker.ended)
+        f, ended = tracker.update(_face([100, 100, 200, 200], age=70 if 30 <= k < 34 else 30))
+        f = smoother.update(f, ended)
         shown.append(float(f.age[0]))
     assert abs(shown[33] - shown[29]) < 1.5, shown  # four frames read 40 years off
     assert abs(shown[-1] - shown[29]) < 1.5
@@ -56,7 +56,7 @@ def test_tracker_keeps_two_crossing_faces_apart():
         boxes = [[ax, 200, ax + 100, 300]] + ([[bx, 205, bx + 100, 305]] if abs(ax - bx) >= 100 else [])
         f = Faces(boxes=np.array(boxes, np.float32), keypoints=np.zeros((len(boxes), 6, 2), np.float32),
                   scores=np.full(len(boxes), 0.9, np.float32))
-        tracker.update(f)
+        f, _ = tracker.update(f)
         ids_a.add(int(f.track_ids[0]))
         ids_b.update(int(i) for i in f.track_ids[1:])
     assert ids_a == {0} and ids_b == {1}
@@ -66,8 +66,8 @@ def _read(smoother, tracker, ages, start_frame, every=3, p_female=0.2):
     """Feed one face reading `ages` on every `every`-th frame; returns the shown ages and labels."""
     shown = []
     for k, age in enumerate(ages):
-        f = tracker.update(_face([100, 100, 200, 200], age=age, p_female=p_female))
-        smoother.update(f, tracker.ended, frame=start_frame + every * k)
+        f, ended = tracker.update(_face([100, 100, 200, 200], age=age, p_female=p_female))
+        f = smoother.update(f, ended, frame=start_frame + every * k)
         shown.append((float(f.age[0]), str(f.gender[0])))
     return shown
 
@@ -113,7 +113,7 @@ def test_quality_prefers_a_frontal_sharp_face():
 def test_coast_carries_faces_along_their_tracks():
     tracker = Tracker()
     for k in range(8):  # moving 10 px right per frame
-        last = tracker.update(_face([100 + 10 * k, 100, 200 + 10 * k, 200], keypoints=[[140 + 10 * k, 130]] * 6))
+        last, _ = tracker.update(_face([100 + 10 * k, 100, 200 + 10 * k, 200], keypoints=[[140 + 10 * k, 130]] * 6))
     coasted = tracker.coast(last)
     assert np.allclose(coasted.boxes, [[180, 100, 280, 200]], atol=0.5)  # predicted one frame on
     assert np.allclose(coasted.keypoints[0, 0], [220, 130], atol=0.5)  # keypoints move with the box
@@ -123,7 +123,7 @@ def test_coast_carries_faces_along_their_tracks():
     # unknown (NaN): the track's prediction, three frames after its last detection
     assert np.allclose(tracker.coast(measured, np.full((1, 4), np.nan)).boxes, [[200, 100, 300, 200]], atol=0.5)
     # the next detection continues the same track
-    assert tracker.update(_face([210, 100, 310, 200])).track_ids[0] == last.track_ids[0]
+    assert tracker.update(_face([210, 100, 310, 200]))[0].track_ids[0] == last.track_ids[0]
 
 
 def test_face_flow_measures_how_a_real_face_moved():

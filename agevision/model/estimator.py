@@ -115,7 +115,7 @@ class Estimator:
         return Prediction.concatenate([self.predict(crops_rgb[i : i + batch]) for i in range(0, len(crops_rgb), batch)])
 
     def estimate(self, frame_bgr: np.ndarray, faces: Faces) -> Faces:
-        """Fill the age and gender fields of `faces` (in place) from one BGR frame; returns them.
+        """`faces` with their age and gender fields read from one BGR frame (a new record).
 
         Faces marked unreadable (`faces.readable` False; see `quality.readable`) are not
         estimated: their age fields stay NaN, their gender "?" and their age distribution
@@ -123,6 +123,7 @@ class Estimator:
         """
         from agevision.labels import gender_labels
 
+        faces = faces.copy()
         read = np.asarray(faces.readable, bool)
         probs = np.zeros((len(faces), len(self.age_bins)), np.float32)
         if read.any():

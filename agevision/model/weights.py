@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agevision.defaults import WEIGHTS_DIR as DEFAULT_DIR
 from agevision.errors import AgevisionError
 from agevision.model.net import ARCHITECTURE, AgeGenderNet
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "weights"
 STEM = "agegender"
 REQUIRED_CARD_KEYS = ("architecture", "input_size", "mean", "std", "age_bins")
 

@@ -1,0 +1,103 @@
+"""Output files written safely: to a unique temporary file beside the target, renamed into
+place when complete. The one home of that rule for every writer (video, records, people
+CSV, report, images, weights, checkpoints).
+
+The temporary file is made with `tempfile.mkstemp` in the target's folder: created
+exclusively (a planted file or symlink there is never followed or overwritten), unique (two
+runs on one target never write the same file), and on the same file system as the target,
+so that the final rename is atomic: the target holds either its old content or the whole
+new file, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from agevision.errors import AgevisionError
+
+
+def check_writable(target: Path) -> Path:
+    """`target` as a Path; AgevisionError if it cannot be written (a folder, a missing or
+    read-only folder)."""
+    target = Path(target)
+    if target.is_dir():
+        raise AgevisionError(f"cannot write {target}: it is a folder")
+    if not target.parent.is_dir():
+        raise AgevisionError(f"cannot write {target}: folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise AgevisionError(f"cannot write {target}: folder {target.parent} is not writable")
+    return target
+
+
+def refuse_same_files(named: dict[str, Path | None]) -> None:
+    """AgevisionError if two of the named paths (option name -> path, None skipped) are the
+    same file: two outputs, or an output and the input (symlinks resolved)."""
+    seen: dict[str, str] = {}
+    for name, path in named.items():
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise AgevisionError(f"{name} and {seen[key]} are the same file ({path}): give each its own path")
+        seen[key] = name
+
+
+class AtomicFile:
+    """A unique temporary file beside `target`, moved onto it by commit().
+
+    path: the temporary file (exists, empty, mode 0600 until committed). commit() renames
+    it onto the target with the usual permissions; discard() removes it. Use as a context
+    manager: leaving the block by an exception discards, and so does leaving it without
+    commit(). Raises AgevisionError if the target cannot be written.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = check_writable(target)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".partial", dir=self.target.parent)
+        except OSError as err:
+            raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
+        os.close(fd)
+        self.path = Path(name)
+        self.done = False
+
+    def commit(self) -> Path:
+        """Move the finished temporary file onto the target; returns the target."""
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            os.chmod(self.path, 0o666 & ~umask)
+            os.replace(self.path, self.target)
+        except OSError as err:
+            self.discard()
+            raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
+        self.done = True
+        return self.target
+
+    def discard(self) -> None:
+        """Remove the temporary file (safe to call twice, or after commit)."""
+        if not self.done:
+            self.path.unlink(missing_ok=True)
+            self.done = True
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+
+def write_atomic(target: Path, data: bytes | str) -> Path:
+    """Write `data` (text as UTF-8) to `target` through an `AtomicFile`; returns the target.
+
+    Raises AgevisionError if it cannot be written (the disk full included); the target is
+    then left as it was.
+    """
+    with AtomicFile(target) as out:
+        try:
+            out.path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        except OSError as err:
+            raise AgevisionError(f"cannot write {out.target}: {err.strerror}") from None
+        return out.commit()
