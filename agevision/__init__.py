@@ -6,7 +6,13 @@ Public API (imported lazily, so `import agevision` stays light):
   of `agevision video --json` (see agevision.records and agevision.people).
 """
 
+import os
+
 from agevision.errors import AgevisionError
+
+# OpenCV decodes nothing larger than this (a picture of a few KB can claim billions of
+# pixels); agevision.images checks sizes first and says so, this is the backstop.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
 
 __version__ = "0.2.0"
 __all__ = ["AgevisionError", "Estimator", "Person", "Summary", "read_records", "summarize"]

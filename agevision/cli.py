@@ -7,6 +7,7 @@ stderr and exit status 1, and Ctrl-C into exit status 130, never a traceback.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console(stderr=True, soft_wrap=True)
 
@@ -53,17 +55,52 @@ def _root() -> None:
     """Real-time age and gender estimation from faces in webcam and video."""
 
 
+def _check_detector(value: str | None) -> str | None:
+    if value is not None and value not in ("short", "full"):
+        raise typer.BadParameter(f"{value!r} is not one of 'short', 'full'")
+    return value
+
+
+def _check_device(value: str | None) -> str | None:
+    import re
+
+    if value is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"{value!r} is not cpu, cuda or cuda:N")
+    return value
+
+
+DetectorOpt = Annotated[
+    str | None,
+    typer.Option(callback=_check_detector, metavar="short|full",
+                 help="face detector: 'short' (faces filling a good part of the frame, faster) or 'full' "
+                 "(also finds small, distant faces). Default: short for webcam, full for video and images."),
+]
+MinFaceOpt = Annotated[int, typer.Option(min=0, help="faces narrower than this many pixels are boxed with '?' "
+                                         "and not read")]
+TileOpt = Annotated[int, typer.Option(
+    min=0, help="frames larger than this many pixels are also searched in overlapping tiles of about this size, "
+    "which finds faces a tenth of the frame wide or smaller (slower on large frames; 0: never)")]
+DetectEveryOpt = Annotated[int, typer.Option(
+    min=1, help="detect and estimate faces on every n-th frame; in between, boxes follow the faces by optical "
+    "flow and labels stay (1: detect on every frame, slower)")]
+DeviceOpt = Annotated[str | None, typer.Option(callback=_check_device, metavar="cpu|cuda|cuda:N",
+                                               help="where the model runs (default: cuda if available, else cpu)")]
+WeightsOpt = Annotated[Path | None, typer.Option(help="weights folder (default: the shipped weights/)")]
+
+
 @app.command()
 @friendly
 def train(
     data_dir: Annotated[Path, typer.Argument(help="UTKFace folder (labels in file names)")] = UTKFACE_DIR,
-    out: Annotated[Path, typer.Option(help="folder to write agegender.safetensors and .json")] = Path("weights"),
+    out: Annotated[Path, typer.Option(help="folder to write agegender.safetensors and .json into; to ship them, "
+                                      "copy them into weights/ on purpose")] = Path("runs/weights"),
     duplicates: Annotated[Path | None, typer.Option(help="duplicate_groups.txt: groups kept on one side")] = (
         DUPLICATES_FILE),
     imagenet: Annotated[Path | None, typer.Option(help="torchvision mobilenet_v2-b0353104.pth")] = IMAGENET_FILE,
-    no_imagenet: Annotated[bool, typer.Option(help="start from random weights")] = False,
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
-    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    no_imagenet: Annotated[bool, typer.Option("--no-imagenet", help="start from random weights, not ImageNet's")] = (
+        False),
+    epochs: Annotated[int, typer.Option(min=1, help="passes over the training faces")] = 20,
+    batch_size: Annotated[int, typer.Option(min=2, help="faces per optimisation step")] = 64,
     lr: Annotated[float, typer.Option(help="peak learning rate (AdamW, cosine decay)")] = 1.5e-3,
     input_size: Annotated[int, typer.Option(help="crop side in pixels")] = 112,
     freeze_blocks: Annotated[int, typer.Option(min=0, help="leading MobileNetV2 blocks kept frozen")] = 4,
@@ -77,7 +114,7 @@ def train(
         "runs/checkpoint.pt"
     ),
     resume: Annotated[bool, typer.Option(help="continue from --checkpoint if it matches")] = True,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available)")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
     from agevision.training.train import TrainConfig
@@ -108,7 +145,7 @@ def evaluate(
     split: Annotated[str | None, typer.Option(help="only this part of the training split: train, val, calib")] = None,
     duplicates: Annotated[Path | None, typer.Option(help="duplicate_groups.txt used by the split")] = DUPLICATES_FILE,
     cache_dir: Annotated[Path, typer.Option(help="where aligned crops are cached")] = Path(".cache"),
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available)")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Measure age MAE, CS@5, gender accuracy, calibration and interval coverage on a folder.
 
@@ -135,20 +172,6 @@ def evaluate(
         console.print(f"report: {', '.join(str(f) for f in files)}")
 
 
-DetectorOpt = Annotated[
-    str | None,
-    typer.Option(help="face detector: 'short' (faces filling a good part of the frame, faster) or 'full' "
-                 "(also finds small, distant faces). Default: short for webcam, full for video and images."),
-]
-MinFaceOpt = Annotated[int, typer.Option(help="faces narrower than this (pixels) get a box but no age/gender")]
-TileOpt = Annotated[int, typer.Option(
-    min=0, help="frames larger than this many pixels are also searched in overlapping tiles of about this size, "
-    "which finds faces a tenth of the frame wide or smaller (slower on large frames; 0: never)")]
-DetectEveryOpt = Annotated[int, typer.Option(
-    min=1, help="detect and estimate faces on every n-th frame; in between, boxes follow the faces by optical "
-    "flow and labels stay (1: detect on every frame, slower)")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if available)")]
-WeightsOpt = Annotated[Path | None, typer.Option(help="weights folder (default: the shipped weights/)")]
 
 
 def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True,
@@ -167,7 +190,7 @@ def _processor(weights: Path | None, device: str | None, detector: str, min_face
 @app.command()
 @friendly
 def webcam(
-    camera: Annotated[int, typer.Option(help="camera index")] = 0,
+    camera: Annotated[int, typer.Option(min=0, help="camera index (0: the first camera)")] = 0,
     width: Annotated[int | None, typer.Option(help="requested capture width")] = None,
     height: Annotated[int | None, typer.Option(help="requested capture height")] = None,
     source: Annotated[Path | None, typer.Option(help="play this video file through the live loop instead")] = None,
@@ -252,7 +275,9 @@ def video(
         check_display()
     src = VideoSource(input)
     try:
-        header = video_header(input, src.width, src.height, src.fps, src.frame_count, smoothed=not raw,
+        # the records name the video relative to their own folder, where `report` looks for it
+        named = Path(os.path.relpath(input.resolve(), json.resolve().parent)) if json is not None else input
+        header = video_header(named, src.width, src.height, src.fps, src.frame_count, smoothed=not raw,
                               detect_every=detect_every)
         with ExitStack() as outputs:
             sinks = []
@@ -327,7 +352,7 @@ def report(
 
     people = summarize_file(records, min_seconds=min_track)
     if people.people:
-        attach_thumbnails_from_video(people, video)
+        attach_thumbnails_from_video(people, video, records=records)
     write_report(people, out, title=records.name)
     if csv is not None:
         write_people_csv(people, csv)
@@ -358,7 +383,28 @@ def image(
 
 
 def main() -> None:
-    app()
+    """The `agevision` command: the typer app, with usage errors (a bad option value, an
+    unknown option, a missing argument) as one `error:` line and exit status 2."""
+    import sys
+
+    try:  # typer 0.2x+ carries its own click
+        from typer._click import exceptions as errors
+    except ImportError:  # older typer: click itself
+        from click import exceptions as errors
+
+    try:
+        code = app(standalone_mode=False)
+    except getattr(errors, "NoArgsIsHelpError", ()) as err:
+        print(err.ctx.get_help() if err.ctx else str(err))
+        code = 0
+    except errors.ClickException as err:
+        hint = f" (see {err.ctx.command_path} --help)" if getattr(err, "ctx", None) else ""
+        console.print(f"[bold red]error:[/] {err.format_message()}{hint}", highlight=False, markup=True)
+        code = err.exit_code
+    except typer.Abort:
+        console.print("[yellow]interrupted[/]")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,13 @@
 """MediaPipe BlazeFace face detection: the only module that imports mediapipe.
 
-Two models ship in `weights/` (Apache-2.0, from the mediapipe 0.10.21 wheel):
+agevision pins mediapipe 0.10.21 and runs its face-detection graphs (`mediapipe.solutions
+.face_detection`): later releases' native library connects to Google's logging servers
+whenever a detector is made (google-ai-edge/mediapipe#6291; a test runs detection under
+strace and fails on any connection), and 0.10.21's Tasks API cannot run the full-range
+model. The graphs load the models from the mediapipe wheel; the same files (byte for byte,
+a test checks) ship in `weights/` with their licence.
+
+Two models (Apache-2.0, from the mediapipe 0.10.21 wheel):
 - "short": face_detection_short_range.tflite, for faces filling a good part of the frame
   (webcam at arm's length); it misses faces smaller than about a fifth of the frame.
 - "full":  face_detection_full_range_sparse.tflite, for people further away (video).
@@ -122,17 +129,12 @@ class FaceDetector:
 
     def __init__(self, kind: str = "full", min_score: float = 0.5, max_overlap: float = 0.3,
                  tile_size: int = 0) -> None:
-        from mediapipe.tasks.python import BaseOptions, vision
-
-        self.kind, self.max_overlap, self.tile_size = kind, max_overlap, tile_size
-        options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path(kind))),
-            running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=min_score,
-            min_suppression_threshold=0.3,
-        )
+        model_path(kind)  # an unknown kind or a missing model is one clear error
         with _quiet_stderr():
-            self._detector = vision.FaceDetector.create_from_options(options)
+            from mediapipe.python.solutions.face_detection import FaceDetection
+
+            self._detector = FaceDetection(min_detection_confidence=min_score, model_selection=int(kind == "full"))
+        self.kind, self.max_overlap, self.tile_size = kind, max_overlap, tile_size
         self._shapes_seen: set[tuple[int, ...]] = set()
 
     def detect(self, frame_bgr: np.ndarray) -> Faces:
@@ -162,27 +164,26 @@ class FaceDetector:
     def _detect_whole(self, frame_bgr: np.ndarray) -> Faces:
         """MediaPipe on the whole of `frame_bgr`, boxes harmonised, double detections dropped."""
         import cv2
-        import mediapipe as mp
 
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)  # contiguous, and far faster than [..., ::-1]
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
         if frame_bgr.shape not in self._shapes_seen:  # the native side logs its set-up per input size
             with _quiet_stderr():
-                result = self._detector.detect(image)
+                result = self._detector.process(rgb)
             self._shapes_seen.add(frame_bgr.shape)
         else:
-            result = self._detector.detect(image)
+            result = self._detector.process(rgb)
         h, w = frame_bgr.shape[:2]
-        n = len(result.detections)
+        found = result.detections or []
+        n = len(found)
         boxes = np.zeros((n, 4), np.float32)
         keypoints = np.zeros((n, 6, 2), np.float32)
         scores = np.zeros(n, np.float32)
-        for i, det in enumerate(result.detections):
-            bb = det.bounding_box
-            boxes[i] = (bb.origin_x, bb.origin_y, bb.origin_x + bb.width, bb.origin_y + bb.height)
-            kps = det.keypoints[:6]
+        for i, det in enumerate(found):
+            bb = det.location_data.relative_bounding_box
+            boxes[i] = (bb.xmin * w, bb.ymin * h, (bb.xmin + bb.width) * w, (bb.ymin + bb.height) * h)
+            kps = det.location_data.relative_keypoints[:6]
             keypoints[i, : len(kps)] = [(k.x * w, k.y * h) for k in kps]
-            scores[i] = det.categories[0].score if det.categories else 0.0
+            scores[i] = det.score[0] if det.score else 0.0
         if BOX_SCALE[self.kind] != 1.0:
             centre = (boxes[:, :2] + boxes[:, 2:]) / 2
             half = (boxes[:, 2:] - boxes[:, :2]) / 2 * BOX_SCALE[self.kind]

@@ -10,18 +10,41 @@ import numpy as np
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
 
+MAX_PIXELS = 100_000_000  # larger pictures are refused before decoding (a decompression bomb)
+
+
+def picture_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, without decoding it; None if the format
+    is not known to Pillow."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check raises; agevision checks the size itself
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - any file Pillow cannot identify: OpenCV decides, under its pixel cap
+        return None
+
 
 def read_bgr(path: Path) -> np.ndarray:
     """Read an image as BGR uint8 (H, W, 3), converting grayscale, 4-channel and 16-bit images,
     turned upright as its EXIF orientation says (phone photos).
 
-    Raises AgevisionError if the file is missing or not a readable image.
+    Raises AgevisionError if the file is missing, not a readable image, or larger than
+    MAX_PIXELS (checked from its header, before anything is decoded).
     """
     path = Path(path)
     if not path.is_file():
         raise AgevisionError(f"no such image: {path}")
+    size = picture_size(path)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise AgevisionError(f"{path} is {size[0]}x{size[1]} pixels, more than the {MAX_PIXELS // 1_000_000} million "
+                             "agevision reads (shrink it first)")
     # not IMREAD_UNCHANGED: that one ignores the EXIF orientation
-    image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error:  # OpenCV's own checks (its pixel cap among them)
+        image = None
     if image is None or image.size == 0:
         raise AgevisionError(f"{path} is not a readable image")
     if image.dtype != np.uint8:

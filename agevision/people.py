@@ -82,6 +82,7 @@ class Summary:
     min_seconds: float
     on_screen: np.ndarray
     interrupted: bool
+    header: dict = field(default_factory=dict)  # the records' video header
 
     @property
     def duration(self) -> float:
@@ -210,7 +211,7 @@ class PeopleTally:
         people.sort(key=lambda p: (p.first_seen, p.track_id))
         return Summary(video=str(self.header.get("video")), fps=fps, frame_count=frame_count, people=people,
                        short_tracks=short, unreadable=unreadable, min_seconds=min_seconds, on_screen=on_screen,
-                       interrupted=interrupted)
+                       interrupted=interrupted, header=self.header)
 
 
 def summarize(records: Iterable[dict], min_seconds: float = MIN_TRACK) -> Summary:
@@ -293,15 +294,23 @@ class ThumbnailKeeper:
                 p.thumbnail = self.thumbnails[p.track_id][1]
 
 
-def attach_thumbnails_from_video(summary: Summary, video: Path | None = None) -> bool:
-    """Cut each person's best face out of the video (default: the one named in the records).
+def attach_thumbnails_from_video(summary: Summary, video: Path | None = None, records: Path | None = None) -> bool:
+    """Cut each person's best face out of the video: `video` if given, else the one named in
+    the records, a relative name taken from the folder of the `records` file (not the
+    working folder), and used only if its picture size and frame count are those the
+    records' header gives (any other readable video is not embedded).
 
     Decodes the video up to the last frame needed. Returns False, with a warning, when the
-    video cannot be opened (the people then have no thumbnails).
+    video cannot be opened or is not the records' video (the people then have no thumbnails).
     """
     from agevision.sources import VideoSource
 
-    path = Path(video or summary.video)
+    if video is not None:
+        path = Path(video)
+    else:
+        path = Path(summary.video)
+        if not path.is_absolute() and records is not None:
+            path = Path(records).resolve().parent / path
     wanted: dict[int, list[Person]] = {}
     for p in summary.people:
         wanted.setdefault(p.best_frame, []).append(p)
@@ -311,6 +320,13 @@ def attach_thumbnails_from_video(summary: Summary, video: Path | None = None) ->
         src = VideoSource(path)
     except AgevisionError as err:
         warnings.warn(f"no thumbnails: {err}", stacklevel=2)
+        return False
+    h = summary.header
+    if video is None and h and ((src.width, src.height) != (h.get("width"), h.get("height"))
+                                or abs(src.frame_count - int(h.get("frame_count") or 0)) > 1):
+        src.close()
+        warnings.warn(f"no thumbnails: {path} is not the video these records were made from (its size or length "
+                      "differs); pass --video", stacklevel=2)
         return False
     with src:
         last = max(wanted)

@@ -151,7 +151,9 @@ class CameraSource:
     def __init__(self, camera: int = 0, width: int | None = None, height: int | None = None) -> None:
         import cv2
 
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # we report failures ourselves
+        log = getattr(cv2.utils, "logging", None)
+        if log is not None:
+            log.setLogLevel(log.LOG_LEVEL_SILENT)  # we report failures ourselves
         self._cap = cv2.VideoCapture(camera)
         if not self._cap.isOpened():
             raise AgevisionError(f"no camera at index {camera} (is one connected, and free?)")

@@ -165,7 +165,7 @@ def utkface(estimator) -> dict:
 
     folder = SHARED / "data/utkface/UTKFace"
     samples = load_folder(folder)
-    seed = int(estimator.card.get("training_data", {}).get("split_seed", 0))
+    seed = int(estimator.card.extra.get("training_data", {}).get("split_seed", 0))
     val = split(samples, read_duplicate_groups(SHARED / "data/utkface/duplicate_groups.txt"), seed=seed)["val"]
     paths = [s.path for s in val]
     crops = cached_crops(paths, estimator.input_size, REPO / ".cache").crops

@@ -26,10 +26,11 @@ def _predict(estimator, paths):
 
 def test_card_describes_the_weights(estimator):
     card = estimator.card
-    assert card["input_size"] == estimator.input_size
-    assert len(card["age_bins"]) == 101
-    assert card["training_data"]["images"] > 18000
-    assert card["validation_metrics"]["n"] > 2000
+    assert card.input_size == estimator.input_size
+    assert len(card.age_bins) == 101
+    assert card.extra["training_data"]["images"] > 18000
+    assert card.extra["validation_metrics"]["n"] > 2000
+    assert card.tensors_sha256 is not None
 
 
 def test_toddlers_read_young_and_elders_read_old(estimator, utkface):

@@ -58,14 +58,13 @@ class Estimator:
     def __init__(self, weights_dir: Path | None = None, device: str | None = None, flip: bool | None = None) -> None:
         model, card = weights.load(weights_dir)
         self.card = card
-        self.flip = bool(card.get("flip_test", False)) if flip is None else flip
+        self.flip = card.flip_test if flip is None else flip
         self.device = pick_device(device)
-        self.input_size = int(card["input_size"])
-        self.age_bins = np.asarray(card["age_bins"], np.float64)
-        self.age_temperature = float(card.get("age_temperature", 1.0))
-        self.gender_temperature = float(card.get("gender_temperature", 1.0))
-        self._mean = torch.tensor(card["mean"], dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(card["std"], dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self.input_size = card.input_size
+        self.age_bins = np.asarray(card.age_bins, np.float64)
+        self.age_temperature, self.gender_temperature = card.age_temperature, card.gender_temperature
+        self._mean = torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1) * 255
         model = model.to(self.device).to(memory_format=torch.channels_last)
         if self.device.type == "cpu":
             model = _optimise_for_cpu(fuse_batchnorm(model), self.input_size)

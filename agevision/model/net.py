@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-ARCHITECTURE = "mobilenet_v2-agegender"
+from agevision.model.card import ARCHITECTURE  # noqa: F401 - the network this module builds
+
 NUM_AGE_BINS = 101  # ages 0..100 years; older faces are counted as 100
 
 

@@ -1,22 +1,23 @@
 """Weights files: safetensors tensors plus a JSON card with everything needed to use them.
 
 `weights/agegender.safetensors` holds the network's state dict; `weights/agegender.json`
-(the model card) holds the architecture name, input size, normalisation, age bins,
-calibration temperatures, training data and split, validation metrics and the command
-that produced the weights. Loading is strict and never unpickles anything.
+(the model card, `card.ModelCard`, with a checksum of the tensors) holds the architecture
+name, input size, normalisation, age bins, calibration temperatures, training data and
+split, validation metrics and the command that produced the weights. Loading is strict and never unpickles anything.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from agevision.defaults import WEIGHTS_DIR as DEFAULT_DIR
 from agevision.errors import AgevisionError
-from agevision.model.net import ARCHITECTURE, AgeGenderNet
+from agevision.model.card import ARCHITECTURE, ModelCard
+from agevision.model.net import AgeGenderNet
 
 STEM = "agegender"
-REQUIRED_CARD_KEYS = ("architecture", "input_size", "mean", "std", "age_bins")
 
 
 def paths(directory: Path | None = None) -> tuple[Path, Path]:
@@ -25,39 +26,54 @@ def paths(directory: Path | None = None) -> tuple[Path, Path]:
     return directory / f"{STEM}.safetensors", directory / f"{STEM}.json"
 
 
-def save(model: AgeGenderNet, card: dict, directory: Path) -> None:
-    """Write the model's state dict and its card into `directory` (created if needed)."""
-    from safetensors.torch import save_file
+def tensors_digest(state: dict) -> str:
+    """sha256 (hex) over a state dict's tensors: names, dtypes, shapes and bytes, in name order."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save(model: AgeGenderNet, card: ModelCard | dict, directory: Path) -> ModelCard:
+    """Write the model's state dict and its card (with the tensors' checksum) into `directory`
+    (created if needed), each through a temporary file; returns the card as written."""
+    from safetensors.torch import save as save_bytes
+
+    from agevision.files import write_atomic
 
     tensor_path, card_path = paths(directory)
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tensor_path), metadata={"architecture": ARCHITECTURE})
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card = ModelCard.from_dict(card.to_dict() if isinstance(card, ModelCard) else card)
+    card = replace(card, tensors_sha256=tensors_digest(state))
+    write_atomic(tensor_path, save_bytes(state, metadata={"architecture": ARCHITECTURE}))
+    write_atomic(card_path, json.dumps(card.to_dict(), indent=2) + "\n")
+    return card
 
 
-def load_card(directory: Path | None = None) -> dict:
+def load_card(directory: Path | None = None) -> ModelCard:
     """Read and check the model card. Raises AgevisionError if missing or malformed."""
     _, card_path = paths(directory)
     try:
-        card = json.loads(card_path.read_text())
+        raw = json.loads(card_path.read_text())
     except FileNotFoundError:
         raise AgevisionError(f"model card missing: {card_path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AgevisionError(f"model card {card_path} is not valid JSON: {err}") from None
-    missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
-    if missing:
-        raise AgevisionError(f"model card {card_path} lacks {', '.join(missing)}")
-    if card["architecture"] != ARCHITECTURE:
-        raise AgevisionError(f"model card {card_path} names architecture {card['architecture']!r}, "
-                             f"this agevision knows {ARCHITECTURE!r}")
-    return card
+    return ModelCard.from_dict(raw, f"model card {card_path}")
 
 
-def load(directory: Path | None = None) -> tuple[AgeGenderNet, dict]:
+def load(directory: Path | None = None) -> tuple[AgeGenderNet, ModelCard]:
     """Build the network and load its weights strictly; returns (model in eval mode, card).
 
-    Raises AgevisionError when a file is missing, corrupt, or does not match the architecture.
+    Raises AgevisionError when a file is missing, corrupt (its tensors' checksum differs from
+    the card's), or does not match the architecture.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -70,10 +86,13 @@ def load(directory: Path | None = None) -> tuple[AgeGenderNet, dict]:
         state = load_file(str(tensor_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise AgevisionError(f"weights file {tensor_path} is corrupt: {err}") from None
-    model = AgeGenderNet(num_age_bins=len(card["age_bins"]))
+    model = AgeGenderNet(num_age_bins=len(card.age_bins))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise AgevisionError(f"weights file {tensor_path} does not match {ARCHITECTURE}: {first}") from None
+    if card.tensors_sha256 is not None and tensors_digest(state) != card.tensors_sha256:
+        raise AgevisionError(f"weights file {tensor_path} is corrupt: its tensors' checksum differs from the card's "
+                             "(reinstall agevision, or retrain)")
     return model.eval(), card

@@ -48,7 +48,7 @@ def evaluate(data_dir: Path, weights_dir: Path | None = None, cache_dir: Path = 
     samples = load_folder(data_dir)
     estimator = Estimator(weights_dir, device)
     if part is not None:
-        seed = int(estimator.card.get("training_data", {}).get("split_seed", 0))
+        seed = int(estimator.card.extra.get("training_data", {}).get("split_seed", 0))
         parts = split(samples, read_duplicate_groups(duplicates), seed=seed)
         if part not in parts:
             raise AgevisionError(f"unknown split part {part!r}: choose one of {', '.join(parts)}")

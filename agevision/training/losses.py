@@ -19,17 +19,21 @@ def age_targets(ages: torch.Tensor, bins: torch.Tensor, sigma: float = 2.0) -> t
 
 def loss_terms(
     age_logits: torch.Tensor, gender_logit: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor,
-    bins: torch.Tensor, l1_weight: float = 0.05,
-) -> dict[str, torch.Tensor]:
-    """Loss parts: "age_kl" (label distribution), "age_l1" (expected age), "gender" (BCE), "total".
-
-    total = age_kl + l1_weight * age_l1 + gender. The L1 term pulls the expected age (the
-    number shown) onto the true age; the KL term keeps the distribution's shape.
+    bins: torch.Tensor, l1_weight: float = 0.05, gender_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The training loss: age_kl + l1_weight * age_l1 + gender, where age_kl compares the age
+    distribution with a label distribution, age_l1 is the error of the expected age and
+    gender the BCE of the gender logit. The L1 term pulls the expected age (the number
+    shown) onto the true age; the KL term keeps the distribution's shape. gender_weights:
+    (N,) weights of the faces in the gender term (default: all alike).
     """
     log_p = F.log_softmax(age_logits, dim=1)
     age_kl = F.kl_div(log_p, age_targets(ages, bins), reduction="batchmean")
     expected = (log_p.exp() * bins).sum(dim=1)
     age_l1 = (expected - ages.float().clamp(bins[0], bins[-1])).abs().mean()
-    gender = F.binary_cross_entropy_with_logits(gender_logit, genders.float())
-    total = age_kl + l1_weight * age_l1 + gender
-    return {"total": total, "age_kl": age_kl, "age_l1": age_l1, "gender": gender}
+    if gender_weights is None:
+        gender = F.binary_cross_entropy_with_logits(gender_logit, genders.float())
+    else:
+        per_face = F.binary_cross_entropy_with_logits(gender_logit, genders.float(), reduction="none")
+        gender = (per_face * gender_weights).sum() / gender_weights.sum().clamp(min=1e-6)
+    return age_kl + l1_weight * age_l1 + gender

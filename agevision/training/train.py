@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +20,16 @@ import torch
 
 from agevision.errors import AgevisionError
 from agevision.model import weights
+from agevision.model.card import ModelCard
 from agevision.model.decode import decode
 from agevision.model.estimator import pick_device
-from agevision.model.net import ARCHITECTURE, NUM_AGE_BINS, AgeGenderNet, split_logits
+from agevision.model.net import NUM_AGE_BINS, AgeGenderNet, split_logits
 from agevision.training import calibration, metrics
 from agevision.training.augment import AugmentConfig, augment
 from agevision.training.crops import cached_crops, cached_geometry
 from agevision.training.losses import loss_terms
 from agevision.training.utkface import load_folder, read_duplicate_groups, split
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_FILE = "mobilenet_v2-b0353104.pth"
 
 
@@ -40,8 +38,11 @@ class TrainConfig:
     """Everything a training run depends on; stored in the model card. The defaults are the
     recipe of the shipped weights, and those of `agevision train`.
 
-    balance: each training face is drawn with weight (1 / size of its ethnicity x gender x
-    age-band group) ** balance (0: as UTKFace has them, 1: every group alike).
+    balance: each training face's gender loss is weighted by (1 / size of its ethnicity x
+    gender x age-band group) ** balance (0: as UTKFace has them, 1: every group alike), so
+    that the worst-off groups count for the gender head while the age head keeps UTKFace's
+    age prior (drawing faces by group weights shifted that prior and cost 0.7 years of
+    validation MAE at epoch 7 in the first try).
     turned_boost: faces turned away (by their keypoints) are drawn up to 1 + this times as
     often as frontal ones. augment: what the faces go through (see `AugmentConfig`).
     calib_augmented: the calibration temperatures are fitted on the calib faces as they are
@@ -50,7 +51,7 @@ class TrainConfig:
     """
 
     data_dir: Path
-    out_dir: Path = weights.DEFAULT_DIR
+    out_dir: Path = Path("runs/weights")  # shipping is a deliberate copy into weights/
     duplicates: Path | None = None
     imagenet: Path | None = None
     cache_dir: Path = Path(".cache")
@@ -75,49 +76,58 @@ class TrainConfig:
     history: list = field(default_factory=list)
 
 
-def imagenet_features(path: Path) -> dict[str, torch.Tensor]:
-    """MobileNetV2 ImageNet weights through torchvision's weights API, offline.
+IMAGENET_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"  # torchvision's own file
 
-    `path` is torchvision's own mobilenet_v2-b0353104.pth; it is placed in a temporary
-    TORCH_HOME so that `MobileNet_V2_Weights.IMAGENET1K_V1` finds it without a download.
+
+def imagenet_features(path: Path) -> dict[str, torch.Tensor]:
+    """MobileNetV2 ImageNet weights ("features." tensors) from torchvision's file, offline.
+
+    The file is loaded with `weights_only=True`: tensors only, never code (a crafted .pth
+    cannot run anything). A file named like torchvision's must have its known sha256.
+    Raises AgevisionError for a missing, corrupt or foreign file.
     """
-    from torchvision.models import MobileNet_V2_Weights
+    import hashlib
 
     path = Path(path)
     if not path.is_file():
         raise AgevisionError(f"ImageNet weights not found: {path} (pass --imagenet PATH or --no-imagenet)")
-    old = os.environ.get("TORCH_HOME")
-    with tempfile.TemporaryDirectory() as home:
-        (Path(home) / "hub" / "checkpoints").mkdir(parents=True)
-        os.symlink(path.resolve(), Path(home) / "hub" / "checkpoints" / IMAGENET_FILE)
-        os.environ["TORCH_HOME"] = home
-        try:
-            state = MobileNet_V2_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-        finally:
-            if old is None:
-                os.environ.pop("TORCH_HOME", None)
-            else:
-                os.environ["TORCH_HOME"] = old
-    return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    if path.name == IMAGENET_FILE:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != IMAGENET_SHA256:
+            raise AgevisionError(f"{path} is not torchvision's {IMAGENET_FILE} (sha256 {digest[:16]}..., expected "
+                                 f"{IMAGENET_SHA256[:16]}...)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to read tensors is one error line
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise AgevisionError(f"{path} is not a weights file that can be read safely: {reason[:200]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AgevisionError(f"{path} does not hold a state dict of tensors")
+    features = {k[len("features."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("features.")}
+    if not features:
+        raise AgevisionError(f"{path} holds no MobileNetV2 'features.' tensors")
+    return features
 
 
 def _to_batch(crops: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float()
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+def _normalise(x: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    """A [0, 255] RGB batch normalised as the card says (the estimator does the same)."""
+    mean = torch.tensor(card.mean, device=x.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(card.std, device=x.device).view(1, 3, 1, 1) * 255
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
-def predict_logits(model: AgeGenderNet, crops: np.ndarray, device: torch.device, batch: int = 256):
+def predict_logits(model: AgeGenderNet, crops: np.ndarray, device: torch.device, card: ModelCard,
+                   batch: int = 256):
     """Raw (age logits, gender logit) numpy arrays for uint8 RGB crops, in eval mode."""
     model.eval()
     ages, genders = [], []
     with torch.inference_mode():
         for i in range(0, len(crops), batch):
-            a, g = split_logits(model(_normalise(_to_batch(crops[i : i + batch], device))).float())
+            a, g = split_logits(model(_normalise(_to_batch(crops[i : i + batch], device), card)).float())
             ages.append(a.cpu().numpy())
             genders.append(g.cpu().numpy())
     return np.concatenate(ages), np.concatenate(genders)
@@ -145,21 +155,23 @@ def _set_trainable(model: AgeGenderNet, freeze_blocks: int) -> None:
             block.eval()
 
 
-def train(cfg: TrainConfig, console=None) -> dict:
-    """Run a full training as configured; returns the model card that was written.
+@dataclass
+class _Parts:
+    """The data of a run: the images, the split parts' crops, faces without a detection,
+    and how often each training face is drawn."""
 
-    Raises AgevisionError on unusable data. Progress goes to `console` (a rich Console).
-    """
-    from rich.console import Console
+    samples: list
+    train: _Data
+    val: _Data
+    calib: _Data
+    no_face: int
+    draw_weights: torch.Tensor
+    gender_weights: torch.Tensor
+
+
+def _load_data(cfg: TrainConfig, console) -> _Parts:
+    """UTKFace images, split and cropped (cached), with the training draw weights."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = console or Console(stderr=True)
-    started = time.time()
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    device = pick_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
 
     samples = load_folder(cfg.data_dir)
     if cfg.limit:
@@ -167,7 +179,6 @@ def train(cfg: TrainConfig, console=None) -> dict:
         samples = [samples[i] for i in sorted(rng.choice(len(samples), min(cfg.limit, len(samples)), replace=False))]
     parts = split(samples, read_duplicate_groups(cfg.duplicates), seed=cfg.seed)
     console.print(f"UTKFace: {len(samples)} images; split " + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
-
     with Progress(TextColumn("crops"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("crops", total=len(samples))
@@ -181,18 +192,38 @@ def train(cfg: TrainConfig, console=None) -> dict:
     train_d, val_d, calib_d = (_Data(parts[k], crops_by_name) for k in ("train", "val", "calib"))
     if len(train_d.names) == 0:
         raise AgevisionError("no training images left after the split")
-    turned = _turned(cached_geometry([s.path for s in samples], cfg.cache_dir, cfg.detector),
-                     samples, train_d.names)
-    draw_weights = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, cfg.balance, cfg.turned_boost)
+    turned = _turned(cached_geometry([s.path for s in samples], cfg.cache_dir, cfg.detector), samples, train_d.names)
+    draw = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, 0.0, cfg.turned_boost)
+    balanced = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, cfg.balance, 0.0)
+    return _Parts(samples, train_d, val_d, calib_d, no_face, draw, balanced.float())
 
+
+@dataclass
+class _Run:
+    """What a training run changes as it goes: model, optimiser, schedule, EMA, history."""
+
+    model: AgeGenderNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: _Ema | None
+    steps_per_epoch: int
+    epoch: int = 0
+    history: list = field(default_factory=list)
+
+
+def _new_run(cfg: TrainConfig, n_train: int, device: torch.device) -> _Run:
+    """The network (ImageNet features if asked), AdamW with warm-up and cosine decay, EMA."""
     model = AgeGenderNet().to(device)
     if cfg.imagenet is not None:
-        model.features.load_state_dict(imagenet_features(cfg.imagenet), strict=True)
+        try:
+            model.features.load_state_dict(imagenet_features(cfg.imagenet), strict=True)
+        except RuntimeError:
+            raise AgevisionError(f"{cfg.imagenet} does not hold MobileNetV2 weights") from None
     model = model.to(memory_format=torch.channels_last)
     _set_trainable(model, cfg.freeze_blocks)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_d.names) / cfg.batch_size)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(steps_per_epoch, total_steps // 10 + 1)
 
@@ -203,102 +234,153 @@ def train(cfg: TrainConfig, console=None) -> dict:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     ema = _Ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    start_epoch, history = 0, []
-    if cfg.resume and cfg.checkpoint.is_file():
+    return _Run(model, optimizer, scheduler, ema, steps_per_epoch)
+
+
+def _resume(run: _Run, cfg: TrainConfig, key: str, device: torch.device, console) -> None:
+    """Continue `run` from cfg.checkpoint when it was made under the same `key` (the whole
+    recipe); tensors only are read (`weights_only=True`). AgevisionError on a file that
+    cannot be read safely."""
+    if not (cfg.resume and cfg.checkpoint.is_file()):
+        return
+    try:
         ckpt = torch.load(cfg.checkpoint, map_location=device, weights_only=True)
-        if ckpt.get("config_key") == _config_key(cfg, len(samples)):
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if ema is not None and "ema" in ckpt:
-                ema.model.load_state_dict(ckpt["ema"])
-                ema.updates = int(ckpt.get("ema_updates", 0))
-            start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
-            console.print(f"resuming from {cfg.checkpoint} after epoch {start_epoch}")
-        else:
-            console.print(f"[yellow]checkpoint {cfg.checkpoint} is from another configuration; starting afresh")
+    except Exception as err:  # noqa: BLE001 - a checkpoint that is not plain tensors is refused
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise AgevisionError(f"checkpoint {cfg.checkpoint} cannot be read safely ({reason}); delete it or pass "
+                             "--no-resume") from None
+    if not isinstance(ckpt, dict) or ckpt.get("config_key") != key:
+        console.print(f"[yellow]checkpoint {cfg.checkpoint} is from another configuration; starting afresh")
+        return
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.ema is not None and "ema" in ckpt:
+        run.ema.model.load_state_dict(ckpt["ema"])
+        run.ema.updates = int(ckpt.get("ema_updates", 0))
+    run.epoch, run.history = int(ckpt["epoch"]), list(ckpt["history"])
+    console.print(f"resuming from {cfg.checkpoint} after epoch {run.epoch}")
 
+
+def _save_checkpoint(run: _Run, cfg: TrainConfig, key: str) -> None:
+    """The run after an epoch, written to a temporary file and renamed onto cfg.checkpoint."""
+    import io
+
+    from agevision.files import write_atomic
+
+    state = {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "epoch": run.epoch, "history": run.history,
+             "config_key": key, **({"ema": run.ema.model.state_dict(), "ema_updates": run.ema.updates}
+                                   if run.ema else {})}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    cfg.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(cfg.checkpoint, buf.getvalue())
+
+
+def _epoch(run: _Run, cfg: TrainConfig, data: _Parts, card: ModelCard, device: torch.device, bar) -> None:
+    """One epoch over faces drawn by their weights, then the validation figures into history."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + run.epoch)
+    train_d, val_d = data.train, data.val
+    if bool((data.draw_weights == data.draw_weights[0]).all()):  # all alike: each face once, in a new order
+        order = torch.randperm(len(train_d.names), generator=gen).numpy()
+    else:
+        order = torch.multinomial(data.draw_weights, len(train_d.names), replacement=True, generator=gen).numpy()
+    task = bar.add_task("train", total=run.steps_per_epoch, epoch=f"{run.epoch + 1}/{cfg.epochs}", loss=0.0, val="")
     bins = torch.arange(NUM_AGE_BINS, dtype=torch.float32, device=device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    columns = (TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[val]}"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
-        for epoch in range(start_epoch, cfg.epochs):
-            gen.manual_seed(cfg.seed * 1000 + epoch)
-            order = torch.multinomial(draw_weights, len(train_d.names), replacement=True, generator=gen).numpy()
-            task = bar.add_task("train", total=steps_per_epoch, epoch=f"{epoch + 1}/{cfg.epochs}", loss=0.0, val="")
-            _set_trainable(model, cfg.freeze_blocks)
-            running = []
-            for b in range(steps_per_epoch):
-                idx = np.sort(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-                x = _normalise(augment(_to_batch(train_d.crops[idx], device), gen, cfg.augment))
-                ages = torch.from_numpy(train_d.ages[idx]).to(device)
-                genders = torch.from_numpy(train_d.genders[idx]).to(device)
-                age_logits, gender_logit = split_logits(model(x).float())
-                loss = loss_terms(age_logits, gender_logit, ages, genders, bins, cfg.l1_weight)["total"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
-                running.append(loss.item())
-                bar.update(task, advance=1, loss=float(np.mean(running[-50:])))
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(running))}
-            if len(val_d.names):
-                a, g = predict_logits(ema.model if ema else model, val_d.crops, device)
-                s = metrics.summary(val_d.ages, val_d.genders, *decode(a, g).as_tuple())
-                row.update(val_mae=s["age_mae"], val_gender_acc=s["gender_accuracy"])
-                bar.update(task, val=f"val MAE {s['age_mae']:.2f}  gender {s['gender_accuracy']:.1%}")
-            history.append(row)
-            cfg.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cfg.checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                        "config_key": _config_key(cfg, len(samples)),
-                        **({"ema": ema.model.state_dict(), "ema_updates": ema.updates} if ema else {})}, tmp)
-            tmp.replace(cfg.checkpoint)
+    _set_trainable(run.model, cfg.freeze_blocks)
+    running = []
+    for b in range(run.steps_per_epoch):
+        idx = np.sort(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+        x = _normalise(augment(_to_batch(train_d.crops[idx], device), gen, cfg.augment), card)
+        ages = torch.from_numpy(train_d.ages[idx]).to(device)
+        genders = torch.from_numpy(train_d.genders[idx]).to(device)
+        age_logits, gender_logit = split_logits(run.model(x).float())
+        loss = loss_terms(age_logits, gender_logit, ages, genders, bins, cfg.l1_weight,
+                          data.gender_weights[idx].to(device))
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
+        running.append(loss.item())
+        bar.update(task, advance=1, loss=float(np.mean(running[-50:])))
+    row = {"epoch": run.epoch + 1, "train_loss": float(np.mean(running))}
+    if len(val_d.names):
+        a, g = predict_logits(run.ema.model if run.ema else run.model, val_d.crops, device, card)
+        s = metrics.summary(val_d.ages, val_d.genders, *decode(a, g).as_tuple())
+        row.update(val_mae=s["age_mae"], val_gender_acc=s["gender_accuracy"])
+        bar.update(task, val=f"val MAE {s['age_mae']:.2f}  gender {s['gender_accuracy']:.1%}")
+    run.history.append(row)
+    run.epoch += 1
 
-    if ema is not None:
-        model = ema.model
-    model.eval()
-    calib_src = calib_d if len(calib_d.names) else val_d
-    a, g = _calibration_logits(model, calib_src, cfg, device)
+
+def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _Parts, history: list,
+                started: float, device: torch.device) -> ModelCard:
+    """Calibration temperatures fitted on the calib faces (as they are and augmented), the
+    validation figures with them, and the card that records the run."""
+    calib_src = data.calib if len(data.calib.names) else data.val
+    a, g = _calibration_logits(model, calib_src, cfg, device, base)
     reps = 1 + cfg.calib_augmented
     age_t, gender_t = calibration.fit(a, g, np.tile(calib_src.ages, reps), np.tile(calib_src.genders, reps))
     val_metrics = {}
-    if len(val_d.names):
-        a, g = predict_logits(model, val_d.crops, device)
-        val_metrics = metrics.summary(val_d.ages, val_d.genders, *decode(a, g, age_t, gender_t).as_tuple())
-    config = _config_dict(cfg)
-    card = {
-        "architecture": ARCHITECTURE,
-        "input_size": cfg.input_size,
+    if len(data.val.names):
+        a, g = predict_logits(model, data.val.crops, device, base)
+        val_metrics = metrics.summary(data.val.ages, data.val.genders, *decode(a, g, age_t, gender_t).as_tuple())
+    extra = {
         "input_format": "RGB uint8 crops from agevision.align.align_crops, scaled to [0,1] then normalised",
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "age_bins": list(range(NUM_AGE_BINS)),
-        "age_temperature": age_t,
-        "gender_temperature": gender_t,
         "outputs": "101 age-bin logits (ages 0..100) then 1 gender logit (sigmoid = P(female))",
         "init": "torchvision MobileNet_V2_Weights.IMAGENET1K_V1" if cfg.imagenet else "random",
         "training_data": {
             "dataset": "UTKFace (aligned & cropped), labels from file names",
-            "images": len(samples), "train": len(train_d.names), "val": len(val_d.names),
-            "calib": len(calib_d.names), "split_seed": cfg.seed,
+            "images": len(data.samples), "train": len(data.train.names), "val": len(data.val.names),
+            "calib": len(data.calib.names), "split_seed": cfg.seed,
             "split": "stratified by 5-year age band; duplicate groups kept on one side",
-            "fallback_crops": no_face,
+            "fallback_crops": data.no_face,
         },
         "validation_metrics": val_metrics,
         "history": history,
-        "config": config,
+        "config": _config_dict(cfg),
         "training_seconds": round(time.time() - started),
         "device": str(device),
         "command": " ".join(["agevision", *sys.argv[1:]]) if sys.argv else "",
     }
-    weights.save(model, card, cfg.out_dir)
+    return replace(base, age_temperature=age_t, gender_temperature=gender_t, extra=extra)
+
+
+def train(cfg: TrainConfig, console=None) -> dict:
+    """Run a full training as configured; returns the model card that was written (a dict).
+
+    Raises AgevisionError on unusable data or an unreadable checkpoint. Progress goes to
+    `console` (a rich Console).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)
+    started = time.time()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    device = pick_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    base = ModelCard(input_size=cfg.input_size, age_bins=tuple(float(a) for a in range(NUM_AGE_BINS)))
+    data = _load_data(cfg, console)
+    run = _new_run(cfg, len(data.train.names), device)
+    key = _config_key(cfg, len(data.samples))
+    _resume(run, cfg, key, device, console)
+    columns = (TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}  {task.fields[val]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        while run.epoch < cfg.epochs:
+            _epoch(run, cfg, data, base, device, bar)
+            _save_checkpoint(run, cfg, key)
+    model = (run.ema.model if run.ema is not None else run.model).eval()
+    card = _final_card(model, base, cfg, data, run.history, started, device)
+    written = weights.save(model, card, cfg.out_dir)
     console.print(f"weights written to {cfg.out_dir}")
-    return card
+    return written.to_dict()
 
 
 def _config_dict(cfg: TrainConfig) -> dict:
@@ -322,7 +404,8 @@ def _config_key(cfg: TrainConfig, n: int) -> str:
 
 def sample_weights(ages: np.ndarray, genders: np.ndarray, races: np.ndarray, turned: np.ndarray,
                    balance: float, turned_boost: float) -> torch.Tensor:
-    """How often each training face is drawn (see `TrainConfig`): (N,) float64 tensor, mean 1.
+    """Weights of the training faces, (N,) float64 tensor with mean 1: (1 / size of the face's
+    group) ** balance x (1 + turned_boost x turned) (see `TrainConfig`).
 
     Groups: ethnicity (unknown counts as its own) x gender x age band (0-12, 13-20, 21-40,
     41-60, 61+). turned: (N,) in [0, 1], 0 frontal, 1 in profile.
@@ -351,7 +434,7 @@ def _turned(geoms: list, samples: list, names: list[str]) -> np.ndarray:
     return out
 
 
-def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, device: torch.device):
+def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, device: torch.device, card: ModelCard):
     """Logits of the calibration faces as they are and `cfg.calib_augmented` augmented copies
     (fixed seed), concatenated in that order."""
     ages, genders = [], []
@@ -364,7 +447,7 @@ def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, devi
                 x = augment(_to_batch(crops[i : i + 256], torch.device("cpu")), gen, cfg.augment)
                 batches.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
             crops = np.concatenate(batches)
-        a, g = predict_logits(model, crops, device)
+        a, g = predict_logits(model, crops, device, card)
         ages.append(a)
         genders.append(g)
     return np.concatenate(ages), np.concatenate(genders)
