@@ -134,6 +134,8 @@ class FaceDetector:
             from mediapipe.python.solutions.face_detection import FaceDetection
 
             self._detector = FaceDetection(min_detection_confidence=min_score, model_selection=int(kind == "full"))
+            # the graph starts, and TFLite logs its set-up, on the first picture: a blank one, here
+            self._detector.process(np.zeros((64, 64, 3), np.uint8))
         self.kind, self.max_overlap, self.tile_size = kind, max_overlap, tile_size
         self._shapes_seen: set[tuple[int, ...]] = set()
 

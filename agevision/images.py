@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -62,16 +63,60 @@ def crop_face(image_bgr: np.ndarray) -> Faces:
     return geometry_to_faces(np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()]), w, h)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """The image files that `paths` name: files as they are, folders as the images directly
+    inside them (sorted), and glob patterns (`photos/*.jpg`, for shells that do not expand
+    them) as the files they match. A name that is none of these is kept, to be reported
+    as missing. Each file once, in order."""
+    import glob
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif not p.exists() and glob.has_magic(str(p)):
+            out += sorted(Path(m) for m in glob.glob(str(p)) if Path(m).is_file())
+        else:
+            out.append(p)
+    seen: set[str] = set()
+    unique = []
+    for p in out:
+        key = str(p.resolve()) if p.exists() else str(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _output_name(path: Path, taken: set[str]) -> str:
+    """A file name for the annotated copy of `path` not yet in `taken` (added): `name.png`,
+    else `name-2.png`, `name-3.png`... so that two inputs with one name do not overwrite."""
+    name, k = f"{path.stem}.png", 1
+    while name in taken:
+        k += 1
+        name = f"{path.stem}-{k}.png"
+    taken.add(name)
+    return name
+
+
 def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | None, crops: bool, detector: str,
                     min_face: int, weights: Path | None, device: str | None, console, tile_size: int = 0) -> int:
     """Estimate every face of every image; print a line per face; write copies/records.
 
-    tile_size: see `detect.FaceDetector`.
+    paths: files, folders or glob patterns (see `expand_inputs`). tile_size: see
+    `detect.FaceDetector`. Annotated copies go into `out_dir` (made when the first is
+    written) as PNGs named after their inputs; records into `json_path`, written only if the
+    run finds a face.
 
     Returns the number of faces. Raises AgevisionError when no image could be read or no
-    face was found at all; single bad files are reported and skipped.
+    face was found at all (nothing is then left behind); single bad files are reported and
+    skipped.
     """
     from agevision.detect import StillFaceFinder
+    from agevision.files import check_writable, write_atomic
     from agevision.model.estimator import Estimator
     from agevision.quality import assess
     from agevision.records import face_records
@@ -81,14 +126,24 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise AgevisionError(f"--out {out_dir} is a file, not a folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        parent = out_dir if out_dir.exists() else out_dir.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise AgevisionError(f"cannot write into --out {out_dir}: {parent} is missing or not writable")
+    if json_path is not None:
+        check_writable(json_path)
+    files = expand_inputs(paths)
+    if not files:
+        raise AgevisionError(f"no images in {', '.join(str(p) for p in paths)}")
     estimator = Estimator(weights, device)
     jw = JsonlWriter(json_path) if json_path else None
     renderer = Renderer(show_hud=False)
     total = readable = 0
+    made_dir = out_dir is not None and not out_dir.exists()
+    written: list[Path] = []
+    names: set[str] = set()
     detector_cm = StillFaceFinder(detector, tile_size=tile_size) if not crops else None
     try:
-        for path in paths:
+        for path in files:
             try:
                 image = read_bgr(path)
             except AgevisionError as err:
@@ -111,19 +166,27 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
             if jw is not None:
                 jw.write(face_records(faces, 0, 0.0, source=str(path)))
             if out_dir is not None and len(faces):
-                target = out_dir / (path.stem + ".png")
-                if not cv2.imwrite(str(target), renderer.draw(image.copy(), faces)):
-                    raise AgevisionError(f"cannot write {target}")
+                out_dir.mkdir(parents=True, exist_ok=True)
+                ok, png = cv2.imencode(".png", renderer.draw(image.copy(), faces))
+                if not ok:
+                    raise AgevisionError(f"cannot encode the annotated copy of {path}")
+                written.append(write_atomic(out_dir / _output_name(path, names), png.tobytes()))
+        if readable == 0:
+            raise AgevisionError("none of the images could be read")
+        if total == 0:
+            raise AgevisionError("no face found in any image")
         if jw is not None:
             jw.close()
             jw = None
+    except BaseException:
+        for f in written:  # a failed run leaves nothing behind
+            f.unlink(missing_ok=True)
+        if made_dir and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     finally:
         if jw is not None:
             jw.discard()
         if detector_cm is not None:
             detector_cm.close()
-    if readable == 0:
-        raise AgevisionError("none of the images could be read")
-    if total == 0:
-        raise AgevisionError("no face found in any image")
     return total

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -231,3 +232,38 @@ def test_every_command_takes_h_and_no_option_is_a_double_negative():
                            timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
         assert r.returncode == 0 and "Usage:" in r.stdout, (command, r.stderr)
         assert "--no-no-" not in r.stdout
+
+
+def test_image_reads_folders_and_globs_and_keeps_same_named_inputs_apart(tmp_path, utkface):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    face = sorted(utkface.glob("30_1_0_*"))[0]
+    shutil.copy(face, a / "face.jpg")
+    shutil.copy(sorted(utkface.glob("40_0_0_*"))[0], b / "face.jpg")
+    out = tmp_path / "annotated"
+    r = runner.invoke(app, ["image", str(a), str(tmp_path / "b" / "*.jpg"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["face-2.png", "face.png"]  # neither overwrote the other
+
+
+def test_a_failed_image_run_leaves_nothing_behind(tmp_path):
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    out, records = tmp_path / "out", tmp_path / "faces.jsonl"
+    r = runner.invoke(app, ["image", str(blank), "--out", str(out), "--json", str(records)])
+    assert r.exit_code == 1 and "no face found" in r.output
+    assert not out.exists() and not records.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["blank.png"]
+
+
+def test_no_native_log_lines_reach_the_user(tmp_path, utkface):
+    face = sorted(utkface.glob("30_1_0_*"))[0]
+    r = subprocess.run([sys.executable, "-m", "agevision.cli", "image", str(face)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout + r.stderr
+    assert "face 1:" in text
+    for noise in ("INFO:", "XNNPACK", "W0000", "I0000", "InitGoogle", "inference_runner"):
+        assert noise not in text, text
