@@ -117,11 +117,14 @@ def train(
     device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
+    from agevision.files import check_folder_writable
     from agevision.training.train import TrainConfig
     from agevision.training.train import train as run
 
     if duplicates is not None and not duplicates.is_file():
         raise AgevisionError(f"duplicates file not found: {duplicates}")
+    for folder, what in ((out, "--out"), (cache_dir, "--cache-dir"), (checkpoint.parent, "--checkpoint")):
+        check_folder_writable(folder, what)
     cfg = TrainConfig(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
@@ -154,9 +157,15 @@ def evaluate(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from agevision.files import check_folder_writable, check_writable
     from agevision.training.evaluate import evaluate as run
     from agevision.training.evaluate import print_tables, write_predictions, write_report
 
+    if predictions is not None:
+        check_writable(predictions)
+    if report is not None:
+        check_folder_writable(report, "--report")
+    check_folder_writable(cache_dir, "--cache-dir")
     if split is not None and duplicates is not None and not duplicates.is_file():
         duplicates = None
     with Progress(TextColumn("detecting faces"), BarColumn(), MofNCompleteColumn(), console=console,

@@ -26,9 +26,35 @@ def check_writable(target: Path) -> Path:
         raise AgevisionError(f"cannot write {target}: it is a folder")
     if not target.parent.is_dir():
         raise AgevisionError(f"cannot write {target}: folder {target.parent} does not exist")
-    if not os.access(target.parent, os.W_OK):
+    if not _can_create_in(target.parent):
         raise AgevisionError(f"cannot write {target}: folder {target.parent} is not writable")
     return target
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be made in `folder`: tried (a temporary file, removed at once), since
+    permission bits do not tell for root or for special file systems."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".agevision-probe.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def check_folder_writable(folder: Path, what: str) -> Path:
+    """`folder` as a Path; AgevisionError unless it is a writable folder or can be made in a
+    writable one (it is not made here). `what` names it in the error ("--report")."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise AgevisionError(f"cannot write {what} {folder}: it is a file, not a folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not _can_create_in(existing):
+        raise AgevisionError(f"cannot write {what} {folder}: {existing} is not writable")
+    return folder
 
 
 def refuse_same_files(named: dict[str, Path | None]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -116,7 +115,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     skipped.
     """
     from agevision.detect import StillFaceFinder
-    from agevision.files import check_writable, write_atomic
+    from agevision.files import check_folder_writable, check_writable, write_atomic
     from agevision.model.estimator import Estimator
     from agevision.quality import assess
     from agevision.records import face_records
@@ -126,9 +125,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise AgevisionError(f"--out {out_dir} is a file, not a folder")
-        parent = out_dir if out_dir.exists() else out_dir.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise AgevisionError(f"cannot write into --out {out_dir}: {parent} is missing or not writable")
+        check_folder_writable(out_dir, "--out")
     if json_path is not None:
         check_writable(json_path)
     files = expand_inputs(paths)

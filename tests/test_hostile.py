@@ -267,3 +267,21 @@ def test_no_native_log_lines_reach_the_user(tmp_path, utkface):
     assert "face 1:" in text
     for noise in ("INFO:", "XNNPACK", "W0000", "I0000", "InitGoogle", "inference_runner"):
         assert noise not in text, text
+
+
+@pytest.mark.parametrize("args, says", [
+    (["train", "--out", "/proc/agevision-w"], "cannot write --out /proc/agevision-w"),
+    (["train", "--checkpoint", "/proc/x/c.pt"], "cannot write --checkpoint"),
+    (["evaluate", "UTKFACE", "--predictions", "/proc/p.csv"], "cannot write /proc/p.csv"),
+    (["evaluate", "UTKFACE", "--report", "/etc/hostname"], "it is a file, not a folder"),
+    (["evaluate", "UTKFACE", "--cache-dir", "/proc/cache"], "cannot write --cache-dir"),
+    (["image", "x.jpg", "--out", "/proc/out"], "cannot write --out /proc/out"),
+    (["image", "x.jpg", "--json", "/proc/faces.jsonl"], "cannot write /proc/faces.jsonl"),
+    (["video", "CLIP", "--summary", "/proc/people.csv"], "cannot write /proc/people.csv"),
+])
+def test_unwritable_outputs_are_refused_before_the_work_starts(args, says, utkface):
+    args = [str(utkface) if a == "UTKFACE" else str(VIDEOS / "LivePortrait__driving_d0.mp4") if a == "CLIP" else a
+            for a in args]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and says in r.output and "Traceback" not in r.output, r.output
+    assert "UTKFace:" not in r.output  # refused before any data was read

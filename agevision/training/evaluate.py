@@ -93,14 +93,18 @@ def print_tables(ev: Evaluation, console) -> None:
 
 def write_predictions(ev: Evaluation, path: Path) -> None:
     """CSV with file, true age, predicted age, 80% interval, P(female), true gender, face found."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "true_age", "pred_age", "age_low", "age_high", "p_female", "true_gender", "face_found"])
-        p = ev.pred
-        for i, name in enumerate(ev.names):
-            w.writerow([name, int(ev.ages[i]), f"{p.age[i]:.2f}", f"{p.age_low[i]:.2f}", f"{p.age_high[i]:.2f}",
-                        f"{p.p_female[i]:.4f}", "F" if ev.genders[i] else "M", int(ev.found[i])])
+    import io
+
+    from agevision.files import write_atomic
+
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(["file", "true_age", "pred_age", "age_low", "age_high", "p_female", "true_gender", "face_found"])
+    p = ev.pred
+    for i, name in enumerate(ev.names):
+        w.writerow([name, int(ev.ages[i]), f"{p.age[i]:.2f}", f"{p.age_low[i]:.2f}", f"{p.age_high[i]:.2f}",
+                    f"{p.p_female[i]:.4f}", "F" if ev.genders[i] else "M", int(ev.found[i])])
+    write_atomic(path, text.getvalue())
 
 
 def write_report(ev: Evaluation, folder: Path) -> list[Path]:
