@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from agevision.defaults import SHARED_DIR as SHARED
+from agevision.defaults import UTKFACE_DIR as UTKFACE
+from agevision.defaults import VIDEOS_DIR as VIDEOS
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("AGEVISION_SHARED", REPO.parent / "shared"))
-UTKFACE = SHARED / "data" / "utkface" / "UTKFace"
-DUPLICATES = SHARED / "data" / "utkface" / "duplicate_groups.txt"
-VIDEOS = SHARED / "data" / "videos"
-IMAGENET = SHARED / "pretrained" / "mobilenet_v2-b0353104.pth"
+
+
+NEEDS_NO_SHARED = {"test_gender_is_unsure_inside_the_band_and_without_a_reading",
+                   "test_a_shown_label_holds_at_the_edge_of_the_band_but_not_inside_it",
+                   "test_faces_refuse_arrays_of_different_lengths", "test_the_label_says_what_is_known",
+                   "test_bad_options_are_one_error_line_before_any_work", "test_balanced_draws_weigh_every_group_alike",
+                   "test_every_command_takes_h_and_no_option_is_a_double_negative"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without ../shared (UTKFace, the clips, ImageNet weights) the tests that read it are
+    skipped with the reason, instead of failing the run."""
+    if SHARED.is_dir() and UTKFACE.is_dir() and VIDEOS.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"needs the shared data at {SHARED} (set AGEVISION_SHARED to its folder)")
+    for item in items:
+        if item.originalname not in NEEDS_NO_SHARED:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def utkface() -> Path:
-    assert UTKFACE.is_dir(), f"tests need the shared UTKFace folder at {UTKFACE}"
     return UTKFACE
 
 

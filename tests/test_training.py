@@ -5,6 +5,8 @@ import pytest
 import torch
 from rich.console import Console
 
+from agevision.defaults import DUPLICATES_FILE as DUPLICATES
+from agevision.defaults import IMAGENET_FILE as IMAGENET
 from agevision.errors import AgevisionError
 from agevision.model import weights
 from agevision.model.estimator import Estimator
@@ -12,7 +14,6 @@ from agevision.model.net import AgeGenderNet
 from agevision.training.augment import AugmentConfig, augment
 from agevision.training.losses import age_targets
 from agevision.training.train import TrainConfig, sample_weights, train
-from tests.conftest import DUPLICATES, IMAGENET
 
 # 96 faces for 4 epochs learn only under light augmentation; the full recipe is tested apart
 MILD = AugmentConfig(turn=0.0, light=0.0, occlude=0.0, noise=0.0, compress=0.0, zoom_out=0.08)
@@ -53,8 +54,14 @@ def test_train_command_defaults_are_the_config_defaults():
 
 
 def test_training_resumes_from_its_checkpoint(tiny_run):
+    import io
+
     cfg, card = tiny_run
-    again = train(cfg, Console(quiet=True))  # resume=True: all epochs are done, nothing to train
+    before = cfg.checkpoint.stat().st_mtime_ns
+    log = io.StringIO()
+    again = train(cfg, Console(file=log, width=200))  # resume=True: all epochs are done, nothing to train
+    assert "resuming from" in log.getvalue() and "after epoch 4" in log.getvalue()
+    assert cfg.checkpoint.stat().st_mtime_ns == before  # no epoch was trained again
     assert again["history"] == card["history"]
 
 

@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from agevision.defaults import DUPLICATES_FILE as DUPLICATES
 from agevision.errors import AgevisionError
 from agevision.training.utkface import load_folder, parse_name, read_duplicate_groups, split
-from tests.conftest import DUPLICATES, pick
+from tests.conftest import pick
 
 QUIRKY = ["39_1_20170116174525125.jpg.chip.jpg", "24_0_1_20170116220224657 .jpg.chip.jpg"]
 
