@@ -178,6 +178,9 @@ def check_face(rec: dict, line: int | None = None) -> dict:
     for key, lo, hi in (("age", 0, 150), ("age_low", 0, 150), ("age_high", 0, 150), ("p_female", 0, 1),
                         ("quality", 0, 1), ("score", 0, 1)):
         _number(rec, key, line, lo, hi, optional=True)
+    if rec.get("age") is not None:  # an estimate comes whole
+        for key in ("age_low", "age_high", "p_female"):
+            _number(rec, key, line, 0, 150 if key != "p_female" else 1)
     if rec.get("gender") not in (None, "F", "M", "?"):
         raise AgevisionError(f"{where}face record field 'gender' is {rec['gender']!r}, not F, M or ?")
     return rec
