@@ -147,14 +147,24 @@ def _files_key(paths: list[Path], *extra: object) -> str:
     return h.hexdigest()[:16]
 
 
+def _detector_version() -> str:
+    """The face detector's version, part of every cache key: another MediaPipe finds other faces."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"mediapipe-{version('mediapipe')}"
+    except PackageNotFoundError:
+        return "mediapipe-unknown"
+
+
 def cache_key(paths: list[Path], size: int, kind: str) -> str:
     """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment."""
-    return _files_key(paths, size, kind, align.BOX_FRACTION, align.CENTER, "v4-area")
+    return _files_key(paths, size, kind, align.BOX_FRACTION, align.CENTER, "v4-area", _detector_version())
 
 
 def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", progress=None) -> list:
     """`detect_geometry`, stored under `cache_dir` and reused for the same files and detector."""
-    file = Path(cache_dir) / f"geometry-{_files_key(paths, kind, 'v1')}.npz"
+    file = Path(cache_dir) / f"geometry-{_files_key(paths, kind, 'v1', _detector_version())}.npz"
     if file.is_file():
         with np.load(file) as data:
             geom, status = data["geometry"], data["status"]
