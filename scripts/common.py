@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from agevision.defaults import DUPLICATES_FILE, SHARED_DIR, UTKFACE_DIR, VIDEOS_DIR
+from agevision.defaults import DUPLICATES_FILE, IMAGENET_FILE, SHARED_DIR, UTKFACE_DIR, VIDEOS_DIR
 
 SHARED = SHARED_DIR
 VIDEOS = VIDEOS_DIR
 UTKFACE = UTKFACE_DIR
 DUPLICATES = DUPLICATES_FILE
+IMAGENET_PTH = IMAGENET_FILE
 ONE_PERSON = ("LivePortrait__driving", "SadTalker", "video-retalking")  # talking-head clips, one face each
 
 
