@@ -34,9 +34,17 @@ def face_color(faces: Faces, i: int) -> tuple[int, int, int]:
     return {"F": FEMALE_COLOR, "M": MALE_COLOR}.get(face_gender(faces, i), UNKNOWN_COLOR)
 
 
+PLUS_MINUS = "\u00b1"  # OpenCV's Hershey fonts have no such glyph: drawn as "+" over a bar
+
+
+def _ascii(text: str) -> str:
+    """`text` as OpenCV's fonts can measure it: each ± stands in as a "+" of the same width."""
+    return text.replace(PLUS_MINUS, "+")
+
+
 def _text_size(text: str, scale: float) -> tuple[int, int, int]:
     """(width, height, baseline) in pixels of the background rectangle `_text` draws for `text`."""
-    (w, h), base = cv2.getTextSize(text, FONT, scale, max(1, int(round(scale * 2))))
+    (w, h), base = cv2.getTextSize(_ascii(text), FONT, scale, max(1, int(round(scale * 2))))
     return w + 4, h + base + 4, base
 
 
@@ -53,7 +61,16 @@ def _text(frame: np.ndarray, text: str, org: tuple[int, int], scale: float, colo
     x0, y0, x1, y1 = _text_rect(text, org, scale)
     base = _text_size(text, scale)[2]
     cv2.rectangle(frame, (x0, y0), (x1, y1), bg, -1)
-    cv2.putText(frame, text, (x0 + 2, y1 - 2 - base + 1), FONT, scale, color, thick, cv2.LINE_AA)
+    x, y = x0 + 2, y1 - 2 - base + 1
+    for k, part in enumerate(text.split(PLUS_MINUS)):
+        if k:  # a plus-minus sign: "+" with a bar under it
+            (pw, ph), _ = cv2.getTextSize("+", FONT, scale, thick)
+            cv2.putText(frame, "+", (x, y - max(1, ph // 6)), FONT, scale, color, thick, cv2.LINE_AA)
+            cv2.line(frame, (x + 1, y), (x + pw - 1, y), color, thick, cv2.LINE_AA)
+            x += pw
+        if part:
+            cv2.putText(frame, part, (x, y), FONT, scale, color, thick, cv2.LINE_AA)
+            x += cv2.getTextSize(part, FONT, scale, thick)[0][0]
 
 
 def _label_origin(text: str, box: tuple[int, int, int, int], scale: float, taken: list) -> tuple[int, int]:

@@ -86,3 +86,16 @@ def test_the_label_says_what_is_known():
               age_low=np.array([26, 26, np.nan], np.float32), age_high=np.array([34, 34, np.nan], np.float32),
               p_female=np.array([0.9, 0.52, np.nan], np.float32))
     assert [face_label(f, i) for i in range(3)] == ["F 30 \u00b14", "? 30 \u00b14", "?"]
+
+
+def test_the_plus_minus_sign_is_drawn_not_question_marks():
+    from agevision.render import _text
+
+    def drawn(text):
+        canvas = np.zeros((40, 200, 3), np.uint8)
+        _text(canvas, text, (2, 30), 0.8, (255, 255, 255))
+        return canvas
+
+    plus_minus, question = drawn("F 30 \u00b14"), drawn("F 30 ?4")
+    assert (plus_minus != question).any()  # OpenCV's fonts draw a ± as "??"
+    assert (plus_minus != drawn("F 30 +4")).any()  # the bar under the plus
