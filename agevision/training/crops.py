@@ -172,10 +172,7 @@ def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", prog
     geoms = detect_geometry(paths, kind, progress=progress)
     status = np.array([1 if isinstance(g, np.ndarray) else (0 if g is None else -1) for g in geoms], np.int8)
     geom = np.stack([g if isinstance(g, np.ndarray) else np.zeros(16, np.float32) for g in geoms])
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp.npz")
-    np.savez(tmp, geometry=geom, status=status)
-    tmp.replace(file)
+    _save_npz(file, geometry=geom, status=status)
     return geoms
 
 
@@ -191,8 +188,16 @@ def cached_crops(paths: list[Path], size: int, cache_dir: Path, kind: str = "ful
         with np.load(file) as data:
             return CropSet(data["crops"], data["found"], data["readable"])
     result = crops_from_geometry(paths, cached_geometry(paths, cache_dir, kind, progress), size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp.npz")
-    np.savez(tmp, crops=result.crops, found=result.found, readable=result.readable)
-    tmp.replace(file)
+    _save_npz(file, crops=result.crops, found=result.found, readable=result.readable)
     return result
+
+
+def _save_npz(file: Path, **arrays: np.ndarray) -> None:
+    """Arrays into an .npz cache file, through a temporary file (`files.AtomicFile`)."""
+    from agevision.files import AtomicFile
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with AtomicFile(file) as out:
+        with open(out.path, "wb") as f:
+            np.savez(f, **arrays)
+        out.commit()
