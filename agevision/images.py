@@ -144,6 +144,8 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
             try:
                 image = read_bgr(path)
             except AgevisionError as err:
+                if len(files) == 1:  # the one input: its own reason is the error line
+                    raise
                 console.print(f"[red]skipped:[/] {err}")
                 continue
             readable += 1
@@ -154,7 +156,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
                 faces.quality, faces.readable = assess(image, faces, min_face)
             faces = estimator.estimate(image, faces)
             faces.track_ids = np.arange(len(faces))
-            if len(faces) == 0:
+            if len(faces) == 0 and len(files) > 1:  # with one input, the error line says it
                 console.print(f"{path}: no face found")
             for i in range(len(faces)):
                 p = "" if np.isnan(faces.p_female[i]) else f"  P(female) {faces.p_female[i]:.2f}"
@@ -171,7 +173,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
         if readable == 0:
             raise AgevisionError("none of the images could be read")
         if total == 0:
-            raise AgevisionError("no face found in any image")
+            raise AgevisionError(f"no face found in {files[0]}" if len(files) == 1 else "no face found in any image")
         if jw is not None:
             jw.close()
             jw = None

@@ -285,3 +285,10 @@ def test_unwritable_outputs_are_refused_before_the_work_starts(args, says, utkfa
     r = runner.invoke(app, args)
     assert r.exit_code == 1 and says in r.output and "Traceback" not in r.output, r.output
     assert "UTKFace:" not in r.output  # refused before any data was read
+
+
+def test_one_missing_photo_is_one_error_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "agevision.cli", "image", str(tmp_path / "missing.jpg")],
+                       capture_output=True, text=True, timeout=300)
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert r.returncode == 1 and lines == [f"error: no such image: {tmp_path / 'missing.jpg'}"], lines
