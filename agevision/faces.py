@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from agevision.labels import gender_labels
+
 # MediaPipe BlazeFace keypoint order (the subject's right eye is on the image's left).
 RIGHT_EYE, LEFT_EYE, NOSE_TIP, MOUTH, RIGHT_EAR, LEFT_EAR = range(6)
 
@@ -63,8 +65,6 @@ class Faces:
             if getattr(self, name) is None:
                 setattr(self, name, np.full(n, np.nan, dtype=np.float32))
         if self.gender is None:
-            from agevision.labels import gender_labels
-
             self.gender = gender_labels(self.p_female)
         if self.readable is None:
             self.readable = np.ones(n, dtype=bool)

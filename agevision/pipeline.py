@@ -27,6 +27,7 @@ from agevision.faces import Faces
 from agevision.model.estimator import Estimator
 from agevision.motion import FaceFlow
 from agevision.quality import assess
+from agevision.records import face_records
 from agevision.render import Renderer
 from agevision.shots import ShotCuts
 from agevision.smooth import Smoother
@@ -83,8 +84,6 @@ class FrameResult:
     def records(self) -> list[dict]:
         """The face records of this frame (`records.face_records`), made once."""
         if self._records is None:
-            from agevision.records import face_records
-
             self._records = face_records(self.faces, self.index, self.time, self.raw, detected=self.detected)
         return self._records
 

@@ -10,6 +10,7 @@ import torch
 from agevision import align
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
+from agevision.labels import gender_labels
 from agevision.model import weights
 from agevision.model.decode import Prediction, decode
 from agevision.model.net import fuse_batchnorm, split_logits
@@ -120,8 +121,6 @@ class Estimator:
         estimated: their age fields stay NaN, their gender "?" and their age distribution
         zero. All other faces go through the model in one batch.
         """
-        from agevision.labels import gender_labels
-
         faces = faces.copy()
         read = np.asarray(faces.readable, bool)
         probs = np.zeros((len(faces), len(self.age_bins)), np.float32)
