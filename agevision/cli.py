@@ -184,7 +184,7 @@ def evaluate(
 
 
 def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True,
-               detect_every: int = 1, tile_size: int = 0):
+               detect_every: int = 1, tile_size: int = 0, identify: bool = False):
     from agevision.model.estimator import Estimator
     from agevision.pipeline import FrameProcessor, share_cpu
 
@@ -193,7 +193,7 @@ def _processor(weights: Path | None, device: str | None, detector: str, min_face
     estimator = Estimator(weights, device)
     share_cpu(estimator)
     return FrameProcessor(estimator, detector=detector, min_face=min_face, smooth=smooth, detect_every=detect_every,
-                          tile_size=tile_size)
+                          tile_size=tile_size, identify=identify)
 
 
 @app.command()
@@ -241,20 +241,28 @@ def video(
     input: Annotated[Path, typer.Argument(help="video file to annotate")],
     out: Annotated[Path | None, typer.Option(help="annotated H.264 MP4 to write (keeps the audio)")] = None,
     json: Annotated[Path | None, typer.Option("--json", help="JSONL: one record per face per frame")] = None,
-    summary: Annotated[Path | None, typer.Option(help="CSV: one row per person (track), with a thumbnail of "
-                                                 "their best face in a folder beside it")] = None,
-    min_track: Annotated[float, typer.Option(min=0, help="for --summary: tracks seen for less than this many "
-                                             "seconds are left out as likely false detections")] = MIN_TRACK,
+    summary: Annotated[Path | None, typer.Option(help="CSV: one row per person (their tracks grouped by face "
+                                                 "identity), with a thumbnail of their best face in a folder "
+                                                 "beside it")] = None,
+    min_track: Annotated[float, typer.Option(min=0, help="for --summary: faces the identity model does not find "
+                                             "too, seen for less than this many seconds, are left out as likely "
+                                             "false detections")] = MIN_TRACK,
     show: Annotated[bool, typer.Option(help="also show the annotated video in a window")] = False,
     detector: DetectorOpt = None,
     min_face: MinFaceOpt = MIN_FACE,
     detect_every: DetectEveryOpt = DETECT_EVERY,
     tile_size: TileOpt = TILE_SIZE,
     raw: Annotated[bool, typer.Option(help="label raw per-frame estimates (no temporal smoothing)")] = False,
+    save_embeddings: Annotated[Path | None, typer.Option(help="NPZ: each track's face-identity vector and person "
+                                                         "id (identity data: kept in memory only unless "
+                                                         "asked for)")] = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Annotate a video file: boxes and labels per face, written to --out, --json and/or --summary.
+
+    With --json or --summary, tracks that show one person (by face identity, from a few of
+    each track's best faces) are one person: the records' `person`, the summary's rows.
 
     Ctrl-C stops early; what was written so far stays a playable file.
     """
@@ -268,7 +276,7 @@ def video(
     from agevision.sinks import JsonlSink, PeopleSink, VideoSink, WindowSink, check_display
     from agevision.sources import VideoSource
 
-    if out is None and json is None and summary is None and not show:
+    if out is None and json is None and summary is None and save_embeddings is None and not show:
         raise AgevisionError("nothing to do: give --out FILE.mp4, --json FILE.jsonl, --summary FILE.csv and/or --show")
     if out is not None and out.suffix.lower() != ".mp4":
         raise AgevisionError(f"--out must end in .mp4, not {out.name}")
@@ -276,8 +284,12 @@ def video(
         raise AgevisionError(f"--json must end in .jsonl (or .json), not {json.name}")
     if summary is not None and summary.suffix.lower() != ".csv":
         raise AgevisionError(f"--summary must end in .csv, not {summary.name}")
-    refuse_same_files({"the input": input, "--out": out, "--json": json, "--summary": summary})
-    for target in (out, json, summary):
+    if save_embeddings is not None and save_embeddings.suffix.lower() != ".npz":
+        raise AgevisionError(f"--save-embeddings must end in .npz, not {save_embeddings.name}")
+    refuse_same_files({"the input": input, "--out": out, "--json": json, "--summary": summary,
+                       "--save-embeddings": save_embeddings})
+    identify = json is not None or summary is not None or save_embeddings is not None
+    for target in (out, json, summary, save_embeddings):
         if target is not None:
             check_writable(target)
     if show:
@@ -287,7 +299,7 @@ def video(
         # the records name the video relative to their own folder, where `report` looks for it
         named = Path(os.path.relpath(input.resolve(), json.resolve().parent)) if json is not None else input
         header = video_header(named, src.width, src.height, src.fps, src.frame_count, smoothed=not raw,
-                              detect_every=detect_every)
+                              detect_every=detect_every, identities=identify)
         with ExitStack() as outputs:
             sinks = []
             if out is not None:
@@ -300,7 +312,7 @@ def video(
             if show:
                 sinks.append(outputs.enter_context(WindowSink("agevision")))
             with _processor(weights, device, detector or "full", min_face, smooth=not raw,
-                            detect_every=detect_every, tile_size=tile_size) as proc:
+                            detect_every=detect_every, tile_size=tile_size, identify=identify) as proc:
                 columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                            TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
                 with Progress(*columns, console=console) as bar:
@@ -314,11 +326,16 @@ def video(
                 raise AgevisionError(f"{input} has no decodable frames")
             truncated = not result.interrupted and src.ended_early(result.frames)
             end = end_record(result.frames, result.interrupted, truncated)
+            persons = proc.people()
+            if save_embeddings is not None:
+                from agevision.identity import save_vectors
+
+                save_vectors(save_embeddings, proc.identities.track_vectors(), persons)
             for sink in sinks:
-                sink.finish(end)
+                sink.finish(end, persons)
     finally:
         src.close()
-    what = ", ".join(str(p) for p in (out, json, summary) if p)
+    what = ", ".join(str(p) for p in (out, json, summary, save_embeddings) if p)
     rate = result.frames / max(result.seconds, 1e-9)
     msg = f"{result.frames} frames, {result.faces} face boxes, {rate:.1f} FPS" + (f" -> {what}" if what else "")
     if people is not None:
@@ -347,8 +364,8 @@ def report(
     out: Annotated[Path, typer.Option(help="the HTML page to write")] = Path("report.html"),
     video: Annotated[Path | None, typer.Option(help="the video, for thumbnails (default: the path in the "
                                                "records)")] = None,
-    min_track: Annotated[float, typer.Option(min=0, help="tracks seen for less than this many seconds are left "
-                                             "out as likely false detections")] = MIN_TRACK,
+    min_track: Annotated[float, typer.Option(min=0, help="tracks without a person id seen for less than this "
+                                             "many seconds are left out as likely false detections")] = MIN_TRACK,
     csv: Annotated[Path | None, typer.Option(help="also write the people table as CSV")] = None,
 ) -> None:
     """One self-contained HTML page about the people in a video: a table with thumbnails, the

@@ -1,7 +1,9 @@
 """Who was in the video: per-person summaries built from face records (see `records`).
 
 `summarize` (or, record by record, `PeopleTally`) turns the records of one run into one
-`Person` per track long enough, and with enough readable frames, to be a real face;
+`Person` per person: the tracks that share a `person` id in the records (the identity
+grouping of `agevision.identity`; a track without one is a person of its own), pooled,
+and kept if seen long enough, with enough readable frames, to be a real face;
 `write_people_csv` writes them with their thumbnails.
 """
 
@@ -28,19 +30,23 @@ MIN_READINGS = 3  # a track is a person only with at least this many readable de
 
 @dataclass
 class Person:
-    """One tracked face, summarised over the frames it was seen in.
+    """One person, summarised over the frames of all their tracks.
 
-    track_id: the id in the face records. first_seen, last_seen: seconds into the video.
-    frames: frames in which the face was seen. readings: detected frames in which the face
-    could be read (see `quality.readable`). age, age_low, age_high: the track's
-    smoothed age and 80% interval at its last estimated frame (None if the face was never
-    read). gender: "F", "M" or "?" (P(female) too near 0.5, or never read); p_female: its
-    probability.
-    best_frame, best_box, best_quality: where the track's best face (frontal, large, sharp)
-    is. thumbnail: that face as a BGR uint8 image, once cut out (None until then).
+    person_id: the `person` of the face records (None when the records have none: then
+    the person is one track). track_id: their first track; track_ids: all of them.
+    first_seen, last_seen: seconds into the video. frames: frames in which the face was
+    seen. readings: detected frames in which the face could be read (see
+    `quality.readable`). age, age_low, age_high: the smoothed age and 80% interval at the
+    track's last estimated frame for a one-track person, else the quality-weighted mean of
+    all their tracks' readings (None if the face was never read). gender: "F", "M" or "?"
+    (P(female) too near 0.5, or never read); p_female: its probability.
+    best_frame, best_box, best_quality, best_track: where the person's best face (readable,
+    frontal, large, sharp) is. thumbnail: that face as a BGR uint8 image, once cut out.
     """
 
+    person_id: int | None
     track_id: int
+    track_ids: list[int]
     first_seen: float
     last_seen: float
     frames: int
@@ -53,6 +59,7 @@ class Person:
     best_frame: int
     best_box: list[float]
     best_quality: float
+    best_track: int
     thumbnail: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -66,10 +73,11 @@ class Summary:
     """Everything `agevision report` shows about one video.
 
     video: the input path as recorded. fps, frame_count: of the processed part. people:
-    tracks kept, by first sighting. short_tracks: tracks left out as too short (likely false
-    detections). unreadable: tracks long enough but with fewer than MIN_READINGS readable
-    frames (faces too dark, small, blurred or turned away to tell), counted apart and not
-    listed as people. on_screen: (frame_count,) number of kept people seen in each frame.
+    people kept, by first sighting. short_tracks: tracks without a person id seen for less
+    than min_seconds, left out as likely false detections (a person id means the identity
+    model found the face too, see `identity`). unreadable: people seen long enough but
+    with fewer than MIN_READINGS readable frames (faces too dark, small, blurred or turned
+    away to tell), counted apart and not listed. on_screen: (frame_count,) number of kept people seen in each frame.
     interrupted: the run stopped before the end of the video (or the file is cut).
     """
 
@@ -115,7 +123,7 @@ class _Sightings:
         for only_detected in (False, True):
             if only_detected and not r.get("detected", True):
                 continue
-            key = best_face_key(r.get("quality"), r["box"])
+            key = best_face_key(r.get("quality"), r["box"], r.get("readable", True))
             if only_detected not in self.best or key > self.best[only_detected][0]:
                 self.best[only_detected] = (key, int(r["frame"]), list(r["box"]), float(r.get("quality") or 0.0))
             if r.get("age") is not None:
@@ -125,24 +133,32 @@ class _Sightings:
                 row = w * np.array([1.0, r["age"], r["age_low"], r["age_high"], r["p_female"]])
                 self.sums[only_detected] = self.sums.get(only_detected, 0) + row
 
-    def person(self, track_id: int, smoothed: bool) -> Person:
-        """The track as a Person: estimates and best face from detected records (all records
-        if none was detected); the final smoothed estimate, or the weighted mean of raw ones."""
-        seen = True in self.best
-        if smoothed:
-            final = self.latest.get(seen, {})
-        elif seen in self.sums:
-            w, *rest = self.sums[seen]
+
+
+def _person(person_id: int | None, tracks: dict[int, _Sightings], smoothed: bool) -> Person:
+    """The tracks of one person as a Person: estimates and best face from detected records
+    (all records if none was detected); the final smoothed estimate of a one-track person,
+    else the quality-weighted mean of the readings of all tracks."""
+    seen = any(True in t.best for t in tracks.values())
+    if smoothed and len(tracks) == 1:
+        final = next(iter(tracks.values())).latest.get(seen, {})
+    else:
+        sums = [t.sums[seen] for t in tracks.values() if seen in t.sums]
+        if sums:
+            w, *rest = np.sum(sums, axis=0)
             final = {k: round(float(v / w), 3) for k, v in zip(("age", "age_low", "age_high", "p_female"), rest,
                                                                 strict=True)}
         else:
             final = {}
-        _, frame, box, quality = self.best[seen]
-        return Person(track_id=track_id, first_seen=self.first, last_seen=self.last, frames=len(self.frames),
-                      readings=self.readings, age=final.get("age"), age_low=final.get("age_low"),
-                      age_high=final.get("age_high"),
-                      gender=_gender(final.get("p_female")), p_female=final.get("p_female"),
-                      best_frame=frame, best_box=box, best_quality=quality)
+    with_best = [(t.best[seen], tid) for tid, t in tracks.items() if seen in t.best]
+    (_, frame, box, quality), best_track = max(with_best, key=lambda b: b[0][0])
+    ids = sorted(tracks, key=lambda tid: (tracks[tid].first, tid))
+    return Person(person_id=person_id, track_id=ids[0], track_ids=ids,
+                  first_seen=min(t.first for t in tracks.values()), last_seen=max(t.last for t in tracks.values()),
+                  frames=sum(len(t.frames) for t in tracks.values()), readings=sum(t.readings for t in tracks.values()),
+                  age=final.get("age"), age_low=final.get("age_low"), age_high=final.get("age_high"),
+                  gender=_gender(final.get("p_female")), p_female=final.get("p_female"),
+                  best_frame=frame, best_box=box, best_quality=quality, best_track=best_track)
 
 
 class PeopleTally:
@@ -159,6 +175,7 @@ class PeopleTally:
         self.header: dict | None = None
         self.end: dict | None = None
         self._tracks: dict[int, _Sightings] = {}
+        self._persons: dict[int, int] = {}  # track id -> person id, from the records
         self._last_frame: int | None = None  # frame of the last face record
 
     def add(self, r: dict, line: int | None = None) -> None:
@@ -184,9 +201,13 @@ class PeopleTally:
             if tid not in self._tracks:
                 self._tracks[tid] = _Sightings(first=r["time"])
             self._tracks[tid].add(r)
+            if r.get("person") is not None:
+                self._persons[tid] = int(r["person"])
 
-    def summary(self, min_seconds: float = MIN_TRACK) -> Summary:
-        """The people so far (see `summarize`)."""
+    def summary(self, min_seconds: float = MIN_TRACK, persons: dict[int, int] | None = None) -> Summary:
+        """The people so far (see `summarize`). persons: track id -> person id, instead of
+        the records' own `person` fields. With either (or a header that says the records
+        carry identities), a track without a person is counted as unreadable."""
         if self.header is None:
             raise AgevisionError("no video header record: these records were not written by `agevision video --json`")
         fps = float(self.header.get("fps") or 0) or 25.0
@@ -198,16 +219,25 @@ class PeopleTally:
         smoothed = bool(self.header.get("smoothed", True))
         people, short, unreadable = [], 0, 0
         on_screen = np.zeros(max(frame_count, 0), np.int32)
+        groups: dict[tuple, dict[int, _Sightings]] = {}
+        grouped = persons is not None or bool(self.header.get("identities"))
+        persons = self._persons if persons is None else persons
         for tid, track in self._tracks.items():
-            if (track.last - track.first) + 1 / fps < min_seconds:
+            key = ("person", persons[tid]) if persons.get(tid) is not None else ("track", tid)
+            groups.setdefault(key, {})[tid] = track
+        for (kind, pid), tracks in groups.items():
+            seconds = sum((t.last - t.first) + 1 / fps for t in tracks.values())
+            if kind == "track" and seconds < min_seconds:  # a face the identity model found is no false detection
                 short += 1
                 continue
-            if track.readings < MIN_READINGS:
+            # grouped by identity, a track with no person never showed a face that could be read
+            if sum(t.readings for t in tracks.values()) < MIN_READINGS or (grouped and kind == "track"):
                 unreadable += 1
                 continue
-            people.append(track.person(tid, smoothed))
-            frames = np.frombuffer(track.frames, np.int32)
-            np.add.at(on_screen, frames[frames < len(on_screen)], 1)
+            people.append(_person(pid if kind == "person" else None, tracks, smoothed))
+            for track in tracks.values():
+                frames = np.frombuffer(track.frames, np.int32)
+                np.add.at(on_screen, frames[frames < len(on_screen)], 1)
         people.sort(key=lambda p: (p.first_seen, p.track_id))
         return Summary(video=str(self.header.get("video")), fps=fps, frame_count=frame_count, people=people,
                        short_tracks=short, unreadable=unreadable, min_seconds=min_seconds, on_screen=on_screen,
@@ -217,8 +247,8 @@ class PeopleTally:
 def summarize(records: Iterable[dict], min_seconds: float = MIN_TRACK) -> Summary:
     """People in one video from its records (as from `records.read_records`).
 
-    min_seconds: tracks seen for less time than this are left out as likely false
-    detections (counted in Summary.short_tracks). Raises AgevisionError on records of
+    min_seconds: tracks without a person id seen for less time than this are left out as
+    likely false detections (counted in Summary.short_tracks). Raises AgevisionError on records of
     several videos, or records not written by `agevision video --json`.
     """
     tally = PeopleTally()
@@ -244,10 +274,12 @@ def _gender(p_female: float | None) -> str:
     return gender_label(p_female)
 
 
-def best_face_key(quality: float | None, box) -> tuple[float, float]:
-    """Sort key of a track's faces, best last: quality (3 decimals, as in the records), then box area."""
+def best_face_key(quality: float | None, box, readable: bool = True) -> tuple[bool, float, float]:
+    """Sort key of a track's faces, best last: readable (a face, not an ear, the back of a
+    head or a blur: `quality.readable`), then quality (3 decimals, as in the records), then
+    box area."""
     q = 0.0 if quality is None or math.isnan(quality) else float(quality)
-    return round(q, 3), max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    return bool(readable), round(q, 3), max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
 
 
 def cut_thumbnail(frame_bgr: np.ndarray, box: Iterable[float]) -> np.ndarray:
@@ -277,21 +309,21 @@ class ThumbnailKeeper:
 
     def __init__(self) -> None:
         self.thumbnails: dict[int, tuple[int, np.ndarray]] = {}
-        self._best: dict[int, tuple[float, float]] = {}
+        self._best: dict[int, tuple] = {}
 
     def update(self, frame_index: int, frame_bgr: np.ndarray, faces) -> None:
         """Consider the faces (a Faces record with track ids and quality) of one BGR frame."""
         for i, tid in enumerate(faces.track_ids):
-            key = best_face_key(float(faces.quality[i]), faces.boxes[i])
+            key = best_face_key(float(faces.quality[i]), faces.boxes[i], bool(faces.readable[i]))
             if int(tid) not in self._best or key > self._best[int(tid)]:
                 self._best[int(tid)] = key
                 self.thumbnails[int(tid)] = (frame_index, cut_thumbnail(frame_bgr, faces.boxes[i]))
 
     def attach(self, summary: Summary) -> None:
-        """Set each person's thumbnail from the kept ones."""
+        """Set each person's thumbnail from the kept ones (their best track's)."""
         for p in summary.people:
-            if p.track_id in self.thumbnails:
-                p.thumbnail = self.thumbnails[p.track_id][1]
+            if p.best_track in self.thumbnails:
+                p.thumbnail = self.thumbnails[p.best_track][1]
 
 
 def attach_thumbnails_from_video(summary: Summary, video: Path | None = None, records: Path | None = None) -> bool:
@@ -338,17 +370,21 @@ def attach_thumbnails_from_video(summary: Summary, video: Path | None = None, re
     return True
 
 
-CSV_COLUMNS = ("person", "track_id", "first_seen_s", "last_seen_s", "duration_s", "frames", "readings", "age",
+CSV_COLUMNS = ("person", "track_id", "tracks", "first_seen_s", "last_seen_s", "duration_s", "frames", "readings", "age",
                "age_low", "age_high", "gender", "p_female", "thumbnail")
 
 
 def people_rows(summary: Summary, thumbnails: dict[int, str] | None = None) -> list[dict]:
-    """One CSV-ready dict per person (CSV_COLUMNS), numbers rounded; `thumbnails` maps track id -> file."""
+    """One CSV-ready dict per person (CSV_COLUMNS), numbers rounded; `thumbnails` maps a
+    person's first track id -> file. person: the records' person id (else 1, 2, ...);
+    tracks: all their track ids, space-separated."""
     def r(v, nd=1):
         return "" if v is None else round(float(v), nd)
 
     return [{
-        "person": k + 1, "track_id": p.track_id, "first_seen_s": r(p.first_seen, 2), "last_seen_s": r(p.last_seen, 2),
+        "person": p.person_id if p.person_id is not None else k + 1, "track_id": p.track_id,
+        "tracks": " ".join(str(t) for t in p.track_ids), "first_seen_s": r(p.first_seen, 2),
+        "last_seen_s": r(p.last_seen, 2),
         "duration_s": r(p.duration, 2), "frames": p.frames, "readings": p.readings, "age": r(p.age),
         "age_low": r(p.age_low), "age_high": r(p.age_high), "gender": p.gender or "", "p_female": r(p.p_female, 3),
         "thumbnail": (thumbnails or {}).get(p.track_id, ""),
@@ -381,7 +417,7 @@ def write_people_csv(summary: Summary, target: Path) -> Path | None:
         except OSError as err:
             raise AgevisionError(f"cannot make the thumbnail folder {thumbs_dir}: {err.strerror}") from None
         for p in with_thumbs:
-            name = f"track_{p.track_id}.jpg"
+            name = f"person_{p.person_id}.jpg" if p.person_id is not None else f"track_{p.track_id}.jpg"
             ok, buf = cv2.imencode(".jpg", p.thumbnail)
             if not ok:
                 raise AgevisionError(f"cannot encode thumbnail {thumbs_dir / name}")

@@ -37,7 +37,7 @@ from agevision.track import Tracker
 class Stopwatch:
     """Seconds per named stage, summed over the frames; `with watch("detect"): ...` times one."""
 
-    STAGES = ("detect", "quality", "track", "crop+model", "smooth", "render")
+    STAGES = ("detect", "quality", "track", "crop+model", "smooth", "identity", "render")
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.STAGES, 0.0)
@@ -119,11 +119,14 @@ class FrameProcessor:
     Shot cuts (`shots.ShotCuts`) end every track and are detected, so that no one in the
     new shot inherits a label from the last.
     tile_size: see `detect.FaceDetector` (0: the whole frame only).
+    identify: keep identity vectors of each track's best faces (`identity.TrackIdentities`,
+    in `self.identities`), so that `people()` can say which tracks are one person.
     times: a `Stopwatch` of the stages over all frames processed.
     """
 
     def __init__(self, estimator: Estimator, detector: str = "full", min_face: int = MIN_FACE, smooth: bool = True,
-                 renderer: Renderer | None = None, detect_every: int = 1, tile_size: int = 0) -> None:
+                 renderer: Renderer | None = None, detect_every: int = 1, tile_size: int = 0,
+                 identify: bool = False) -> None:
         if detect_every < 1:
             raise AgevisionError(f"detect_every must be at least 1, got {detect_every}")
         self.detect_every = detect_every
@@ -139,6 +142,11 @@ class FrameProcessor:
         self.renderer = renderer or Renderer()
         self.times = Stopwatch()
         self.shots = ShotCuts()
+        self.identities = None
+        if identify:
+            from agevision.identity import TrackIdentities
+
+            self.identities = TrackIdentities()
 
     def process(self, frame_bgr: np.ndarray) -> FrameResult:
         """Detect (or follow), track, estimate and smooth the faces of one BGR frame."""
@@ -162,6 +170,9 @@ class FrameProcessor:
             raw = self.estimator.estimate(frame_bgr, tracked)
         with self.times("smooth"):
             shown = self.smoother.update(raw, ended, self._index) if self.smoother is not None else raw
+        if self.identities is not None:
+            with self.times("identity"):
+                self.identities.observe(self._index, frame_bgr, tracked)
         with self.times("track"):
             if self.flow is not None:
                 self.flow.remember(frame_bgr, shown)
@@ -183,6 +194,11 @@ class FrameProcessor:
                           age_probs=None)
             self._last = faces
         return FrameResult(self._index, faces, raw, detected=False)
+
+    def people(self) -> dict[int, int] | None:
+        """Track id -> person id over the frames so far (`identity.group_tracks`), or None
+        without `identify`."""
+        return self.identities.people() if self.identities is not None else None
 
     def draw(self, frame_bgr: np.ndarray, faces: Faces, **hud) -> np.ndarray:
         """Labels and HUD drawn onto `frame_bgr` (in place; see `Renderer.draw`), timed."""

@@ -27,7 +27,8 @@ MAX_FRAME = 1 << 31  # frame numbers and track ids beyond this are not from a re
 
 def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | None = None,
                  source: str | None = None, detected: bool = True) -> list[dict]:
-    """One JSON-ready dict per face ("type": "face"): frame, time, track id, box, detection
+    """One JSON-ready dict per face ("type": "face"): frame, time, track id, person id (None
+    here: known when the run is over, see `with_persons`), box, detection
     score, face quality, smoothed and raw age, 80% interval, P(female), the gender shown ("F",
     "M" or "?"), whether the face could be read (unreadable faces have no age), and whether
     the face was detected in this frame (False: a frame between detections, where the
@@ -44,6 +45,7 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
             "frame": frame_index,
             "time": round(time_s, 3),
             "track_id": int(faces.track_ids[i]),
+            "person": None,
             "box": [round(float(v), 1) for v in faces.boxes[i]],
             "score": round(float(faces.scores[i]), 3),
             "quality": None if np.isnan(faces.quality[i]) else round(float(faces.quality[i]), 3),
@@ -63,16 +65,26 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
     return records
 
 
+def with_persons(rec: dict, persons: dict[int, int]) -> dict:
+    """A face record with its `person` set from `persons` (track id -> person id; None
+    for a track with no person); other records unchanged."""
+    if rec.get("type", "face") != "face":
+        return rec
+    return {**rec, "person": persons.get(int(rec["track_id"]))}
+
+
 def video_header(path: Path, width: int, height: int, fps: float, frame_count: int, smoothed: bool = True,
-                 detect_every: int = 1) -> dict:
+                 detect_every: int = 1, identities: bool = False) -> dict:
     """The first record of a video's JSONL ("type": "video"): which video, its size, rate and
-    length, whether the face records' age and gender are smoothed per track, and on every
-    how many frames faces were detected."""
+    length, whether the face records' age and gender are smoothed per track, on every how
+    many frames faces were detected, and whether tracks were grouped into people by face
+    identity (then a face record's `person` is None only for a track whose face could
+    never be read)."""
     from agevision import __version__
 
     return {"type": "video", "video": str(path), "width": width, "height": height, "fps": round(float(fps), 4),
             "frame_count": frame_count, "smoothed": smoothed, "detect_every": detect_every,
-            "agevision": __version__}
+            "identities": identities, "agevision": __version__}
 
 
 def end_record(frames: int, interrupted: bool, truncated: bool = False) -> dict:
@@ -168,6 +180,9 @@ def check_face(rec: dict, line: int | None = None) -> dict:
             raise AgevisionError(f"{where}face record field {key!r} is {rec[key]!r}, not a whole number")
     _number(rec, "frame", line, 0, MAX_FRAME)
     _number(rec, "track_id", line, 0, MAX_FRAME)
+    person = rec.get("person")
+    if person is not None and (not isinstance(person, int) or isinstance(person, bool) or not 1 <= person <= MAX_FRAME):
+        raise AgevisionError(f"{where}face record field 'person' is {person!r}, not a person id")
     _number(rec, "time", line, 0, 1e8)
     box = rec["box"]
     if not isinstance(box, list) or len(box) != 4:

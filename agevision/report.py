@@ -122,8 +122,10 @@ def render_html(summary: Summary, title: str = "") -> str:
     video = Path(summary.video).name
     head = (f"<h1>People in {e(video)}</h1><p class='note'>{summary.frame_count} frames, "
             f"{summary.duration:.1f} s at {summary.fps:.2f} fps; {len(summary.people)} "
-            f"{'person' if len(summary.people) == 1 else 'people'} tracked for at least {summary.min_seconds:g} s"
-            f"; {summary.short_tracks} shorter track{'s' if summary.short_tracks != 1 else ''} left out as likely "
+            f"{'person' if len(summary.people) == 1 else 'people'}"
+            + (" (tracks of one face grouped by identity)" if summary.header.get("identities") else
+               f" tracked for at least {summary.min_seconds:g} s")
+            + f"; {summary.short_tracks} shorter track{'s' if summary.short_tracks != 1 else ''} left out as likely "
             "false detections"
             + (f"; {summary.unreadable} unreadable face{'s' if summary.unreadable != 1 else ''} (too dark, small, "
                "blurred or turned away to tell) counted apart" if summary.unreadable else "") + ".</p>")
@@ -131,8 +133,8 @@ def render_html(summary: Summary, title: str = "") -> str:
         head += ("<p class='note'><b>The run stopped before the end of the video</b>: this covers the frames "
                  "processed.</p>")
     if not summary.people:
-        body = (f"<p id='nobody'><b>Nobody was found in this video</b> (no face tracked for at least "
-                f"{summary.min_seconds:g} s).</p>")
+        body = ("<p id='nobody'><b>Nobody was found in this video</b> (no face seen long enough, and often "
+                "enough readable, to be a person).</p>")
     else:
         g = gender_split(summary)
         rows = []

@@ -184,16 +184,35 @@ class JsonlWriter:
             self.discard()
             raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
 
-    def close(self, end: dict | None = None) -> None:
-        """Write `end` as the last record (if given), then move the file into place."""
+    def close(self, end: dict | None = None, persons: dict[int, int] | None = None) -> None:
+        """Write `end` as the last record (if given), then move the file into place.
+
+        persons: track id -> person id, known only now: each face record's `person` is
+        set from it (the file is rewritten once, through a second temporary file)."""
         if end is not None:
             self.write([end])
         try:
             self._file.close()
+            if persons is not None:
+                self._set_persons(persons)
         except OSError as err:
             self.discard()
             raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
         self._out.commit()
+
+    def _set_persons(self, persons: dict[int, int]) -> None:
+        from agevision.records import with_persons
+
+        done = AtomicFile(self.target)
+        try:
+            with open(self._out.path, encoding="utf-8") as src, open(done.path, "w", encoding="utf-8") as dst:
+                for line in src:
+                    dst.write(json.dumps(with_persons(json.loads(line), persons)) + "\n")
+        except BaseException:
+            done.discard()
+            raise
+        self._out.discard()
+        self._out = done
 
     def discard(self) -> None:
         """Remove what was written."""
@@ -224,8 +243,9 @@ class Sink:
         """Take one frame's result (a `pipeline.FrameResult`); return False to stop the run."""
         raise NotImplementedError
 
-    def finish(self, end: dict) -> None:
-        """The run is over (`end`: its end record); complete the output."""
+    def finish(self, end: dict, persons: dict[int, int] | None = None) -> None:
+        """The run is over (`end`: its end record; `persons`: track id -> person id, when
+        identities were kept); complete the output."""
         self._finished = True
 
     def discard(self) -> None:
@@ -251,7 +271,7 @@ class VideoSink(Sink):
     def write(self, frame_bgr: np.ndarray, result) -> None:
         self.writer.write(result.annotated)
 
-    def finish(self, end: dict) -> None:
+    def finish(self, end: dict, persons: dict[int, int] | None = None) -> None:
         self._finished = True
         self.writer.close(complete=not end.get("interrupted") and not end.get("truncated"))
 
@@ -261,7 +281,8 @@ class VideoSink(Sink):
 
 
 class JsonlSink(Sink):
-    """The run's records: `header` first, a face record per face per frame, `end` last."""
+    """The run's records: `header` first, a face record per face per frame, `end` last;
+    finish() sets each face record's person."""
 
     def __init__(self, target: Path, header: dict) -> None:
         self.writer = JsonlWriter(target, header)
@@ -269,9 +290,9 @@ class JsonlSink(Sink):
     def write(self, frame_bgr: np.ndarray, result) -> None:
         self.writer.write(result.records)
 
-    def finish(self, end: dict) -> None:
+    def finish(self, end: dict, persons: dict[int, int] | None = None) -> None:
         self._finished = True
-        self.writer.close(end)
+        self.writer.close(end, persons)
 
     def discard(self) -> None:
         self._finished = True
@@ -279,9 +300,9 @@ class JsonlSink(Sink):
 
 
 class PeopleSink(Sink):
-    """The people of the run (`people.PeopleTally`), each with their best face kept as a
-    thumbnail, written as a CSV and a thumbnail folder by finish(). `summary` holds the
-    `people.Summary` after finish()."""
+    """The people of the run (`people.PeopleTally`: tracks grouped by the `persons` given to
+    finish()), each with their best face kept as a thumbnail, written as a CSV and a
+    thumbnail folder by finish(). `summary` holds the `people.Summary` after finish()."""
 
     needs_clean_frame = True
 
@@ -301,12 +322,12 @@ class PeopleSink(Sink):
         if result.detected:
             self.keeper.update(result.index, frame_bgr, result.faces)
 
-    def finish(self, end: dict) -> None:
+    def finish(self, end: dict, persons: dict[int, int] | None = None) -> None:
         from agevision.people import write_people_csv
 
         self._finished = True
         self.tally.add(end)
-        self.summary = self.tally.summary(self.min_seconds)
+        self.summary = self.tally.summary(self.min_seconds, persons)
         self.keeper.attach(self.summary)
         write_people_csv(self.summary, self.target)
 
@@ -325,7 +346,7 @@ class WindowSink(Sink):
         self.show(result.annotated)
         return (self.read_key() & 0xFF) not in QUIT_KEYS
 
-    def finish(self, end: dict) -> None:
+    def finish(self, end: dict, persons: dict[int, int] | None = None) -> None:
         self._finished = True
         self.close()
 

@@ -290,7 +290,7 @@ def test_a_signal_mid_video_leaves_a_playable_video_and_closed_records(tmp_path,
 
 def test_records_are_the_same_whichever_outputs_are_asked_for(estimator, tmp_path):
     # the sinks only pass results on: the CLI's records are the frame loop's own
-    from agevision.records import face_records
+    from agevision.records import face_records, with_persons
 
     clip = VIDEOS / "LivePortrait__driving_d12.mp4"
     r = runner.invoke(app, ["video", str(clip), "--json", str(tmp_path / "a.jsonl")])
@@ -301,10 +301,11 @@ def test_records_are_the_same_whichever_outputs_are_asked_for(estimator, tmp_pat
     a, b = (tmp_path / "a.jsonl").read_text(), (tmp_path / "b.jsonl").read_text()
     assert a == b
     direct = []
-    with VideoSource(clip) as src, FrameProcessor(estimator, detect_every=3, tile_size=768) as proc:
+    with VideoSource(clip) as src, FrameProcessor(estimator, detect_every=3, tile_size=768, identify=True) as proc:
         for n, frame in enumerate(src):
             res = proc.process(frame)
             direct += face_records(res.faces, n, n / float(src.fps), res.raw, detected=res.detected)
+        direct = [with_persons(rec, proc.people()) for rec in direct]
     assert [json.loads(x) for x in a.splitlines()[1:-1]] == json.loads(json.dumps(direct))
 
 
