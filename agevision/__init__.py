@@ -13,6 +13,9 @@ from agevision.errors import AgevisionError
 # OpenCV decodes nothing larger than this (a picture of a few KB can claim billions of
 # pixels); agevision.images checks sizes first and says so, this is the backstop.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
+# OpenCV's own log lines ("[ WARN:0@1.7] global cap_v4l.cpp ... can't open camera") are not
+# for users: agevision says what went wrong in one line. OPENCV_LOG_LEVEL=INFO shows them.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
 
 __version__ = "0.2.0"
 __all__ = ["AgevisionError", "Estimator", "Person", "Summary", "read_records", "summarize"]

@@ -50,8 +50,19 @@ def friendly(func):
     return wrapper
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from agevision import __version__
+
+        print(f"agevision {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
     """Real-time age and gender estimation from faces in webcam and video."""
 
 

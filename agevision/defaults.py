@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-WEIGHTS_DIR = PACKAGE_DIR.parent / "weights"  # the shipped models, cards and licences
+# the shipped models, cards and licences: inside the package when installed from a wheel,
+# else the checkout's top-level weights/ (an editable install)
+WEIGHTS_DIR = PACKAGE_DIR / "weights" if (PACKAGE_DIR / "weights").is_dir() else PACKAGE_DIR.parent / "weights"
 
 
 def _shared_dir() -> Path:

@@ -116,7 +116,6 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     """
     from agevision.detect import StillFaceFinder
     from agevision.files import check_folder_writable, check_writable, write_atomic
-    from agevision.model.estimator import Estimator
     from agevision.quality import assess
     from agevision.records import face_records
     from agevision.render import Renderer, face_label
@@ -131,6 +130,9 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     files = expand_inputs(paths)
     if not files:
         raise AgevisionError(f"no images in {', '.join(str(p) for p in paths)}")
+    first = read_bgr(files[0]) if len(files) == 1 else None  # the one input's error before the model loads
+    from agevision.model.estimator import Estimator  # torch: after the inputs are known to be there
+
     estimator = Estimator(weights, device)
     jw = JsonlWriter(json_path) if json_path else None
     renderer = Renderer(show_hud=False)
@@ -142,7 +144,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     try:
         for path in files:
             try:
-                image = read_bgr(path)
+                image = first if first is not None else read_bgr(path)
             except AgevisionError as err:
                 if len(files) == 1:  # the one input: its own reason is the error line
                     raise

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,6 @@ from agevision.defaults import MIN_FACE
 from agevision.detect import FaceDetector
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
-from agevision.model.estimator import Estimator
 from agevision.motion import FaceFlow
 from agevision.quality import assess
 from agevision.records import face_records
@@ -32,6 +32,9 @@ from agevision.render import Renderer
 from agevision.shots import ShotCuts
 from agevision.smooth import Smoother
 from agevision.track import Tracker
+
+if TYPE_CHECKING:  # the model (and torch) load when a processor is made, not on import
+    from agevision.model.estimator import Estimator
 
 
 class Stopwatch:
