@@ -7,7 +7,6 @@ stderr and exit status 1, and Ctrl-C into exit status 130, never a traceback.
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +28,9 @@ console = Console(stderr=True, soft_wrap=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    console.print(f"[yellow]warning:[/] {message}")
+    from rich.markup import escape
+
+    console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 
 def friendly(func):
@@ -41,7 +42,9 @@ def friendly(func):
         try:
             return func(*args, **kwargs)
         except AgevisionError as err:
-            console.print(f"[bold red]error:[/] {err}")
+            from rich.markup import escape
+
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # a path may hold [brackets]
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]")
@@ -194,17 +197,24 @@ def evaluate(
 
 
 
-def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True,
-               detect_every: int = 1, tile_size: int = 0, identify: bool = False):
+def _estimator(weights: Path | None, device: str | None):
+    """The model, with the CPU shared with the video threads (`pipeline.share_cpu`)."""
     from agevision.model.estimator import Estimator
-    from agevision.pipeline import FrameProcessor, share_cpu
+    from agevision.pipeline import share_cpu
+
+    estimator = Estimator(weights, device)
+    share_cpu(estimator)
+    return estimator
+
+
+def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True,
+               detect_every: int = 1, tile_size: int = 0):
+    from agevision.pipeline import FrameProcessor
 
     if detector not in ("short", "full"):
         raise AgevisionError(f"--detector must be 'short' or 'full', not {detector!r}")
-    estimator = Estimator(weights, device)
-    share_cpu(estimator)
-    return FrameProcessor(estimator, detector=detector, min_face=min_face, smooth=smooth, detect_every=detect_every,
-                          tile_size=tile_size, identify=identify)
+    return FrameProcessor(_estimator(weights, device), detector=detector, min_face=min_face, smooth=smooth,
+                          detect_every=detect_every, tile_size=tile_size)
 
 
 @app.command()
@@ -277,89 +287,107 @@ def video(
 
     Ctrl-C stops early; what was written so far stays a playable file.
     """
-    from contextlib import ExitStack
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from agevision.files import check_writable, refuse_same_files
-    from agevision.pipeline import run_video
-    from agevision.records import end_record, video_header
-    from agevision.sinks import JsonlSink, PeopleSink, VideoSink, WindowSink, check_display
-    from agevision.sources import VideoSource
+    from agevision.videojob import VideoJob, check_job, run_job
 
-    if out is None and json is None and summary is None and save_embeddings is None and not show:
-        raise AgevisionError("nothing to do: give --out FILE.mp4, --json FILE.jsonl, --summary FILE.csv and/or --show")
-    if out is not None and out.suffix.lower() != ".mp4":
-        raise AgevisionError(f"--out must end in .mp4, not {out.name}")
-    if json is not None and json.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
-        raise AgevisionError(f"--json must end in .jsonl (or .json), not {json.name}")
-    if summary is not None and summary.suffix.lower() != ".csv":
-        raise AgevisionError(f"--summary must end in .csv, not {summary.name}")
-    if save_embeddings is not None and save_embeddings.suffix.lower() != ".npz":
-        raise AgevisionError(f"--save-embeddings must end in .npz, not {save_embeddings.name}")
-    refuse_same_files({"the input": input, "--out": out, "--json": json, "--summary": summary,
-                       "--save-embeddings": save_embeddings})
-    identify = json is not None or summary is not None or save_embeddings is not None
-    for target in (out, json, summary, save_embeddings):
-        if target is not None:
-            check_writable(target)
-    if show:
-        check_display()
-    src = VideoSource(input)
-    try:
-        # the records name the video relative to their own folder, where `report` looks for it
-        named = Path(os.path.relpath(input.resolve(), json.resolve().parent)) if json is not None else input
-        header = video_header(named, src.width, src.height, src.fps, src.frame_count, smoothed=not raw,
-                              detect_every=detect_every, identities=identify)
-        with ExitStack() as outputs:
-            sinks = []
-            if out is not None:
-                sinks.append(outputs.enter_context(VideoSink(out, src.width, src.height, src.fps, audio_from=input)))
-            if json is not None:
-                sinks.append(outputs.enter_context(JsonlSink(json, header)))
-            people = outputs.enter_context(PeopleSink(summary, header, min_track)) if summary is not None else None
-            if people is not None:
-                sinks.append(people)
-            if show:
-                sinks.append(outputs.enter_context(WindowSink("agevision")))
-            with _processor(weights, device, detector or "full", min_face, smooth=not raw,
-                            detect_every=detect_every, tile_size=tile_size, identify=identify) as proc:
-                columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
-                with Progress(*columns, console=console) as bar:
-                    task = bar.add_task(input.name, total=src.frame_count or None, fps="--")
+    job = VideoJob(input, out=out, json=json, summary=summary, save_embeddings=save_embeddings, show=show,
+                   min_track=min_track, raw=raw, detector=detector or "full", min_face=min_face,
+                   detect_every=detect_every, tile_size=tile_size)
+    check_job(job)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(input.name, total=None, fps="--")
 
-                    def progress(n, fps):
-                        bar.update(task, completed=n, fps=f"{fps:.1f}" if fps else "--")
+        def progress(n, total, fps):
+            bar.update(task, completed=n, total=total or None, fps=f"{fps:.1f}" if fps else "--")
 
-                    result = run_video(proc, src, float(src.fps), sinks, progress)
-            if result.frames == 0:
-                raise AgevisionError(f"{input} has no decodable frames")
-            truncated = not result.interrupted and src.ended_early(result.frames)
-            end = end_record(result.frames, result.interrupted, truncated)
-            persons = proc.people()
-            if save_embeddings is not None:
-                from agevision.identity import save_vectors
-
-                save_vectors(save_embeddings, proc.identities.track_vectors(), persons)
-            for sink in sinks:
-                sink.finish(end, persons)
-    finally:
-        src.close()
+        result = run_job(job, lambda: _estimator(weights, device), progress)
     what = ", ".join(str(p) for p in (out, json, summary, save_embeddings) if p)
-    rate = result.frames / max(result.seconds, 1e-9)
-    msg = f"{result.frames} frames, {result.faces} face boxes, {rate:.1f} FPS" + (f" -> {what}" if what else "")
-    if people is not None:
-        n = len(people.summary.people)
-        msg += f" ({n} {'person' if n == 1 else 'people'}{_unreadable_note(people.summary)})"
-    if truncated:
-        console.print(f"[yellow]warning:[/] {input} ends after {result.frames} of the {src.frame_count} frames its "
-                      "header promises (a cut or damaged file); the outputs cover what could be read and the "
+    msg = f"{result.frames} frames, {result.faces} face boxes, {result.fps:.1f} FPS" + (f" -> {what}" if what else "")
+    if result.summary is not None:
+        n = len(result.summary.people)
+        msg += f" ({n} {'person' if n == 1 else 'people'}{_unreadable_note(result.summary)})"
+    if result.truncated:
+        console.print(f"[yellow]warning:[/] {input} ends after {result.frames} of the {result.frame_count} frames "
+                      "its header promises (a cut or damaged file); the outputs cover what could be read and the "
                       "records say truncated")
     if result.interrupted:
         console.print(f"[yellow]stopped early:[/] {msg}")
         raise typer.Exit(130)
     console.print(msg)
+
+
+@app.command()
+@friendly
+def batch(
+    inputs: Annotated[list[Path], typer.Argument(help="videos, folders (searched recursively), glob patterns or "
+                                                 ".txt files listing paths", show_default=False)],
+    out: Annotated[Path, typer.Option(help="output folder: a folder per video, batch.jsonl, report.html")],
+    video: Annotated[bool, typer.Option("--video", help="also write each annotated video")] = False,
+    link_people: Annotated[bool, typer.Option(help="one person id across all videos (keeps each video's "
+                                              "identity vectors in its folder: identity data)")] = False,
+    engine: Annotated[str, typer.Option(metavar="local|ray", help="local: worker processes on this machine; "
+                                        "ray: a Ray cluster (pip install 'agevision[ray]')")] = "local",
+    workers: Annotated[int | None, typer.Option(min=1, help="workers (local default: one per two cores; ray "
+                                                "default: one per CPU the cluster has, or per GPU share)")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start one on this machine, "
+                                                "on 127.0.0.1)")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(min=0, help="Ray: GPU share each worker asks for (0.25: four "
+                                                   "workers a GPU)")] = 0.0,
+    detector: DetectorOpt = None,
+    min_face: MinFaceOpt = MIN_FACE,
+    detect_every: DetectEveryOpt = DETECT_EVERY,
+    tile_size: TileOpt = TILE_SIZE,
+    min_track: Annotated[float, typer.Option(min=0, help="as in agevision video")] = MIN_TRACK,
+    raw: Annotated[bool, typer.Option(help="label raw per-frame estimates (no temporal smoothing)")] = False,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Many videos into one folder: records.jsonl and people.csv per video (annotated.mp4 with
+    --video), batch.jsonl with a line per video, report.html over all.
+
+    A rerun skips the videos already done; a video that fails is recorded and the others go
+    on (exit status 1 if any failed). Ctrl-C stops after the videos in progress.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from agevision.batch import BatchOptions, collect_videos, run_batch
+
+    if engine not in ("local", "ray"):
+        raise AgevisionError(f"--engine must be 'local' or 'ray', not {engine!r}")
+    if engine == "ray":
+        from agevision.batch_ray import require_ray
+
+        require_ray()
+    opts = BatchOptions(video=video, link_people=link_people, detector=detector or "full", min_face=min_face,
+                        detect_every=detect_every, tile_size=tile_size, min_track=min_track, raw=raw,
+                        weights=str(weights) if weights else None, device=device)
+    n_videos = len(collect_videos(inputs))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        videos_task = bar.add_task("videos", total=n_videos)
+        frames_task = bar.add_task("frames", total=None)
+
+        def on_line(line):
+            bar.advance(videos_task)
+            if line["state"] == "failed":
+                bar.console.print(f"[red]failed:[/] {line['video']}: {line['error']}", highlight=False)
+
+        def on_frames(n, total):
+            bar.update(frames_task, completed=n, total=total or None)
+
+        result = run_batch(inputs, out, opts, engine=engine, workers=workers, address=address,
+                           gpus_per_worker=gpus_per_worker, on_line=on_line, on_frames=on_frames)
+    states = {s: sum(line["state"] == s for line in result.lines) for s in ("done", "skipped", "failed")}
+    people = sum(line["people"] for line in result.lines)
+    console.print(f"{states['done']} done, {states['skipped']} skipped, {states['failed']} failed; {people} people "
+                  f"-> {out / 'batch.jsonl'}, {out / 'report.html'}")
+    if result.interrupted:
+        raise typer.Exit(130)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 def _unreadable_note(summary) -> str:

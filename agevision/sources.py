@@ -207,3 +207,23 @@ class CameraSource:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+
+def probe_frames(path: Path) -> int:
+    """The number of frames a video's header promises (0 if it cannot be read or does not
+    say), read without decoding a frame."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return 0
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+            if stream.duration and stream.time_base:
+                return int(round(float(stream.duration * stream.time_base * rate)))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        pass
+    return 0
