@@ -50,6 +50,7 @@ class BatchOptions:
     raw: bool = False
     weights: str | None = None
     device: str | None = None
+    backend: str = "auto"
 
 
 def collect_videos(inputs: Iterable[Path]) -> list[Path]:
@@ -147,7 +148,7 @@ def _worker_estimator(opts: BatchOptions):
     if _ESTIMATOR is None:
         from agevision.model.estimator import Estimator
 
-        _ESTIMATOR = Estimator(Path(opts.weights) if opts.weights else None, opts.device)
+        _ESTIMATOR = Estimator(Path(opts.weights) if opts.weights else None, opts.device, backend=opts.backend)
     return _ESTIMATOR
 
 

@@ -7,6 +7,7 @@ stderr and exit status 1, and Ctrl-C into exit status 130, never a traceback.
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -100,6 +101,9 @@ DetectEveryOpt = Annotated[int, typer.Option(
 DeviceOpt = Annotated[str | None, typer.Option(callback=_check_device, metavar="cpu|cuda|cuda:N",
                                                help="where the model runs (default: cuda if available, else cpu)")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="weights folder (default: the shipped weights/)")]
+BackendOpt = Annotated[str, typer.Option(metavar="auto|onnx|torch", help="what runs the model: onnx (ONNX Runtime, "
+                                         "CPU), torch (PyTorch, CPU or GPU) or auto (ONNX Runtime on the CPU when "
+                                         "the weights have an ONNX export, else PyTorch)")]
 
 
 @app.command()
@@ -197,23 +201,23 @@ def evaluate(
 
 
 
-def _estimator(weights: Path | None, device: str | None):
+def _estimator(weights: Path | None, device: str | None, backend: str = "auto"):
     """The model, with the CPU shared with the video threads (`pipeline.share_cpu`)."""
     from agevision.model.estimator import Estimator
     from agevision.pipeline import share_cpu
 
-    estimator = Estimator(weights, device)
+    estimator = Estimator(weights, device, backend=backend)
     share_cpu(estimator)
     return estimator
 
 
 def _processor(weights: Path | None, device: str | None, detector: str, min_face: int, smooth: bool = True,
-               detect_every: int = 1, tile_size: int = 0):
+               detect_every: int = 1, tile_size: int = 0, backend: str = "auto"):
     from agevision.pipeline import FrameProcessor
 
     if detector not in ("short", "full"):
         raise AgevisionError(f"--detector must be 'short' or 'full', not {detector!r}")
-    return FrameProcessor(_estimator(weights, device), detector=detector, min_face=min_face, smooth=smooth,
+    return FrameProcessor(_estimator(weights, device, backend), detector=detector, min_face=min_face, smooth=smooth,
                           detect_every=detect_every, tile_size=tile_size)
 
 
@@ -231,6 +235,7 @@ def webcam(
     snapshots: Annotated[Path, typer.Option(help="folder for snapshots (key s)")] = Path("."),
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
 ) -> None:
     """Live camera window with faces boxed and labelled (gender, age ±80% interval) and FPS.
 
@@ -244,8 +249,10 @@ def webcam(
     src = VideoSource(source) if source is not None else CameraSource(camera, width, height)
     try:
         show, read_key, close = window("agevision")
+        show(_loading_picture())  # until the first frame, instead of a blank window
+        read_key()
         with _processor(weights, device, detector or "short", min_face, detect_every=detect_every,
-                        tile_size=tile_size) as proc:
+                        tile_size=tile_size, backend=backend) as proc:
             try:
                 result = run_live(proc, src, show, read_key, snapshot_dir=snapshots)
             finally:
@@ -254,6 +261,17 @@ def webcam(
         src.close()
     for p in result["snapshots"]:
         console.print(f"snapshot saved: {p}")
+
+
+def _loading_picture():
+    """A dark 640x360 picture saying that the model is loading."""
+    import cv2
+    import numpy as np
+
+    picture = np.full((360, 640, 3), 24, np.uint8)
+    cv2.putText(picture, "loading model...", (200, 185), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (230, 230, 230), 2,
+                cv2.LINE_AA)
+    return picture
 
 
 @app.command()
@@ -279,6 +297,7 @@ def video(
                                                          "asked for)")] = None,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
 ) -> None:
     """Annotate a video file: boxes and labels per face, written to --out, --json and/or --summary.
 
@@ -303,7 +322,7 @@ def video(
         def progress(n, total, fps):
             bar.update(task, completed=n, total=total or None, fps=f"{fps:.1f}" if fps else "--")
 
-        result = run_job(job, lambda: _estimator(weights, device), progress)
+        result = run_job(job, lambda: _estimator(weights, device, backend), progress)
     what = ", ".join(str(p) for p in (out, json, summary, save_embeddings) if p)
     msg = f"{result.frames} frames, {result.faces} face boxes, {result.fps:.1f} FPS" + (f" -> {what}" if what else "")
     if result.summary is not None:
@@ -344,6 +363,7 @@ def batch(
     raw: Annotated[bool, typer.Option(help="label raw per-frame estimates (no temporal smoothing)")] = False,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
 ) -> None:
     """Many videos into one folder: records.jsonl and people.csv per video (annotated.mp4 with
     --video), batch.jsonl with a line per video, report.html over all.
@@ -363,7 +383,7 @@ def batch(
         require_ray()
     opts = BatchOptions(video=video, link_people=link_people, detector=detector or "full", min_face=min_face,
                         detect_every=detect_every, tile_size=tile_size, min_track=min_track, raw=raw,
-                        weights=str(weights) if weights else None, device=device)
+                        weights=str(weights) if weights else None, device=device, backend=backend)
     n_videos = len(collect_videos(inputs))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
@@ -440,12 +460,59 @@ def image(
     tile_size: TileOpt = TILE_SIZE,
     weights: WeightsOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
 ) -> None:
     """Estimate age and gender of the faces in still images; print a line per face."""
     from agevision.images import annotate_images
 
     annotate_images(paths, out, json, crops, detector or "full", min_face, weights, device, Console(soft_wrap=True),
-                    tile_size=tile_size)
+                    tile_size=tile_size, backend=backend)
+
+
+@app.command()
+@friendly
+def export(
+    target: Annotated[Path, typer.Argument(help="the .onnx file to write (a .onnx.json description beside it)")],
+    format: Annotated[str, typer.Option("--format", metavar="onnx", help="export format")] = "onnx",
+    opset: Annotated[int, typer.Option(min=13, help="ONNX opset")] = 17,
+    weights: WeightsOpt = None,
+) -> None:
+    """Export the model to ONNX (dynamic batch, the card's input size), checked against
+    PyTorch on real face crops. `--backend onnx` (and the CPU default) runs the export
+    found beside the weights as agegender.onnx."""
+    from agevision.files import check_writable, refuse_same_files
+    from agevision.model import onnx_backend
+
+    if format != "onnx":
+        raise AgevisionError(f"--format must be onnx, not {format!r}")
+    if target.suffix.lower() != ".onnx":
+        raise AgevisionError(f"the export must end in .onnx, not {target.name}")
+    refuse_same_files({"the export": target, "its description": onnx_backend.sidecar(target)})
+    check_writable(target)
+    crops, where = _check_crops(weights)
+    about = onnx_backend.export(weights, target, crops, opset=opset)
+    console.print(f"{target}: opset {about['opset']}, {about['input_size']} px crops, dynamic batch; largest "
+                  f"difference from PyTorch on {about['checked_on']} {where}: {about['max_abs_diff']:.2e}")
+
+
+def _check_crops(weights: Path | None):
+    """(N, S, S, 3) uint8 RGB crops to check an export on, and what they are: 32 UTKFace
+    faces when ../shared is there, else random pixels."""
+    import numpy as np
+
+    from agevision.defaults import UTKFACE_DIR
+    from agevision.model import weights as weights_files
+
+    size = weights_files.load_card(weights).input_size
+    files = sorted(UTKFACE_DIR.glob("*.jpg"))[:32] if UTKFACE_DIR.is_dir() else []
+    if files:
+        from agevision.align import align_crops
+        from agevision.images import crop_face, read_bgr
+
+        crops = [align_crops(img, crop_face(img), size)[0] for img in (read_bgr(f) for f in files)]
+        return np.stack(crops), "UTKFace face crops"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (16, size, size, 3), dtype=np.uint8), "random crops (no UTKFace here)"
 
 
 def main() -> None:
@@ -470,7 +537,12 @@ def main() -> None:
     except typer.Abort:
         console.print("[yellow]interrupted[/]")
         code = 130
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    # every output is complete and closed by now: skip the interpreter's teardown of torch,
+    # OpenCV and MediaPipe, which takes a second or more and adds nothing
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

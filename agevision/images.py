@@ -102,10 +102,12 @@ def _output_name(path: Path, taken: set[str]) -> str:
 
 
 def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | None, crops: bool, detector: str,
-                    min_face: int, weights: Path | None, device: str | None, console, tile_size: int = 0) -> int:
+                    min_face: int, weights: Path | None, device: str | None, console, tile_size: int = 0,
+                    backend: str = "auto") -> int:
     """Estimate every face of every image; print a line per face; write copies/records.
 
-    paths: files, folders or glob patterns (see `expand_inputs`). tile_size: see
+    paths: files, folders or glob patterns (see `expand_inputs`). backend: see
+    `model.estimator.make_runner`. tile_size: see
     `detect.FaceDetector`. Annotated copies go into `out_dir` (made when the first is
     written) as PNGs named after their inputs; records into `json_path`, written only if the
     run finds a face.
@@ -133,7 +135,7 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     first = read_bgr(files[0]) if len(files) == 1 else None  # the one input's error before the model loads
     from agevision.model.estimator import Estimator  # torch: after the inputs are known to be there
 
-    estimator = Estimator(weights, device)
+    estimator = Estimator(weights, device, backend=backend)
     jw = JsonlWriter(json_path) if json_path else None
     renderer = Renderer(show_hud=False)
     total = readable = 0

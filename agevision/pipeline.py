@@ -94,7 +94,7 @@ class FrameResult:
 def share_cpu(estimator: Estimator) -> int:
     """Give the model half the CPU cores (at least one) when it runs on the CPU, leaving the
     rest to the decode, encode and detector threads that run beside it. Returns the number
-    of torch threads now in use.
+    of model threads now in use.
 
     On the 2-core dev machine, one torch thread instead of two took the talking-head clip
     from 99 to 138 FPS (`scripts/bench_pipeline.py --threads`): two threads spin against
@@ -102,11 +102,9 @@ def share_cpu(estimator: Estimator) -> int:
     """
     import os
 
-    import torch
-
-    if estimator.device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-    return torch.get_num_threads()
+    if estimator.device.type != "cpu":
+        return estimator.set_threads(1)
+    return estimator.set_threads(max(1, (os.cpu_count() or 2) // 2))
 
 
 class FrameProcessor:
@@ -122,6 +120,8 @@ class FrameProcessor:
     Shot cuts (`shots.ShotCuts`) end every track and are detected, so that no one in the
     new shot inherits a label from the last.
     tile_size: see `detect.FaceDetector` (0: the whole frame only).
+    face_detector: a `detect.FaceDetector` made already (it then owns it), instead of one
+    made from `detector` and `tile_size`.
     identify: keep identity vectors of each track's best faces (`identity.TrackIdentities`,
     in `self.identities`), so that `people()` can say which tracks are one person.
     times: a `Stopwatch` of the stages over all frames processed.
@@ -129,7 +129,7 @@ class FrameProcessor:
 
     def __init__(self, estimator: Estimator, detector: str = "full", min_face: int = MIN_FACE, smooth: bool = True,
                  renderer: Renderer | None = None, detect_every: int = 1, tile_size: int = 0,
-                 identify: bool = False) -> None:
+                 identify: bool = False, face_detector: FaceDetector | None = None) -> None:
         if detect_every < 1:
             raise AgevisionError(f"detect_every must be at least 1, got {detect_every}")
         self.detect_every = detect_every
@@ -138,7 +138,7 @@ class FrameProcessor:
         self._detected: Faces | None = None  # the faces of the last detection frame
         self.flow = FaceFlow() if detect_every > 1 else None
         self.estimator = estimator
-        self.detector = FaceDetector(detector, tile_size=tile_size)
+        self.detector = face_detector or FaceDetector(detector, tile_size=tile_size)
         self.min_face = min_face
         self.tracker = Tracker()
         self.smoother = Smoother(estimator.age_bins) if smooth else None

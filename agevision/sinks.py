@@ -395,9 +395,9 @@ def window(title: str):
     sized = []
 
     def show(frame):
-        if not sized:  # open at the frame's own size, not the toolkit's default
+        if sized != [frame.shape[:2]]:  # at the frame's own size, not the toolkit's default
             cv2.resizeWindow(title, frame.shape[1], frame.shape[0])
-            sized.append(True)
+            sized[:] = [frame.shape[:2]]
         cv2.imshow(title, frame)
 
     def close():

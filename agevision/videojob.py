@@ -111,9 +111,18 @@ def run_job(job: VideoJob, estimator, progress: Callable[[int, int, float | None
         header = video_header(named, src.width, src.height, src.fps, src.frame_count, smoothed=not job.raw,
                               detect_every=job.detect_every, identities=job.identify)
         header.update(header_extra or {})
-        if callable(estimator):
-            estimator = estimator()
         with ExitStack() as outputs:
+            if callable(estimator):  # the model loads (torch imports) while the detector starts
+                from concurrent.futures import ThreadPoolExecutor
+
+                from agevision.detect import FaceDetector
+
+                with ThreadPoolExecutor(1, thread_name_prefix="load-model") as pool:
+                    loading = pool.submit(estimator)
+                    detector = outputs.enter_context(FaceDetector(job.detector, tile_size=job.tile_size))
+                    estimator = loading.result()
+            else:
+                detector = None
             sinks = []
             if job.out is not None:
                 sinks.append(outputs.enter_context(VideoSink(job.out, src.width, src.height, src.fps,
@@ -127,7 +136,7 @@ def run_job(job: VideoJob, estimator, progress: Callable[[int, int, float | None
                 sinks.append(outputs.enter_context(WindowSink("agevision")))
             with FrameProcessor(estimator, detector=job.detector, min_face=job.min_face, smooth=not job.raw,
                                 detect_every=job.detect_every, tile_size=job.tile_size,
-                                identify=job.identify) as proc:
+                                identify=job.identify, face_detector=detector) as proc:
                 total = src.frame_count
 
                 def tick(n: int, fps: float | None) -> None:

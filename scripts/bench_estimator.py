@@ -1,52 +1,89 @@
-"""Benchmark the Estimator: milliseconds for one face and for a batch of 8, plus weights size.
+"""Benchmark the Estimator per backend: start-up, one face and a batch of 8.
 
-Usage: python scripts/bench_estimator.py [--device cpu|cuda] [--repeats 50]
-Median of `repeats` timed calls after warm-up, on real aligned UTKFace crops.
+Usage: python scripts/bench_estimator.py [--device cpu|cuda] [--backends onnx torch] [--threads 1] [--repeats 50]
+For each backend, in one run: the seconds a fresh process takes to import the package and
+make an Estimator (cold start: the first ever, cache emptied; warm: the second), then the
+median and 90th percentile of `repeats` timed predictions after warm-up on real aligned
+UTKFace crops, with the same number of model threads for all. Also the weights' size.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import cv2
 import numpy as np
-import torch
 from common import UTKFACE
 
 from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, align_crops, geometry_to_faces
 from agevision.model import weights
 from agevision.model.estimator import Estimator
 
+START = ("import time; t = time.perf_counter(); from agevision.model.estimator import Estimator; "
+         "e = Estimator(device={device!r}, backend={backend!r}); print(e.backend, time.perf_counter() - t)")
+
+
+def start_seconds(backend: str, device: str | None, cache: str) -> tuple[str, float]:
+    """(backend that ran, seconds) for a fresh process to make an Estimator."""
+    env = {**os.environ, "AGEVISION_CACHE": cache}
+    out = subprocess.run([sys.executable, "-c", START.format(device=device, backend=backend)], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[-2], float(out[-1])
+
+
+def timed(est: Estimator, batch: np.ndarray, repeats: int) -> list[float]:
+    for _ in range(10):
+        est.predict(batch)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        est.predict(batch)
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None)
+    ap.add_argument("--backends", nargs="+", default=["onnx", "torch"])
+    ap.add_argument("--threads", type=int, default=1, help="model threads for every backend")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
-    est = Estimator(device=args.device)
     files = sorted(UTKFACE.glob("3*_*.jpg"))[:8]
     geom = np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
+    size = weights.load_card().input_size
     crops = []
     for f in files:
         img = cv2.imread(str(f))
-        crops.append(align_crops(img, geometry_to_faces(geom, img.shape[1], img.shape[0]), est.input_size)[0])
+        crops.append(align_crops(img, geometry_to_faces(geom, img.shape[1], img.shape[0]), size)[0])
     crops = np.stack(crops)
-    print(f"device {est.device}, torch threads {torch.get_num_threads()}, input {est.input_size}px")
-    for n in (1, 8):
-        batch = crops[:n]
-        for _ in range(10):
-            est.predict(batch)
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            est.predict(batch)
-            times.append((time.perf_counter() - t) * 1000)
-        print(f"batch {n}: median {statistics.median(times):.2f} ms, p90 {np.percentile(times, 90):.2f} ms "
-              f"({statistics.median(times) / n:.2f} ms per face)")
-    size = weights.paths()[0].stat().st_size / 1e6
-    print(f"weights file: {size:.1f} MB")
+    rows = []
+    for backend in args.backends:
+        with tempfile.TemporaryDirectory() as cache:
+            ran, cold = start_seconds(backend, args.device, cache)
+            _, warm = start_seconds(backend, args.device, cache)
+        est = Estimator(device=args.device, backend=backend)
+        threads = est.set_threads(args.threads)
+        one, eight = timed(est, crops[:1], args.repeats), timed(est, crops, args.repeats)
+        rows.append((ran, est.device, threads, cold, warm, one, eight))
+    print(f"input {size}px, {len(crops)} UTKFace crops, {args.repeats} timed calls each")
+    print(f"{'backend':8s} {'device':6s} {'threads':>7s} {'cold start s':>12s} {'warm start s':>12s} "
+          f"{'1 face ms (p90)':>16s} {'batch 8 ms (p90)':>17s} {'ms/face':>8s}")
+    for ran, device, threads, cold, warm, one, eight in rows:
+        print(f"{ran:8s} {str(device):6s} {threads:7d} {cold:12.2f} {warm:12.2f} "
+              f"{statistics.median(one):8.2f} ({np.percentile(one, 90):5.2f}) "
+              f"{statistics.median(eight):9.2f} ({np.percentile(eight, 90):5.2f}) {statistics.median(eight) / 8:8.2f}")
+    if len(rows) == 2:
+        a, b = rows
+        print(f"{a[0]} / {b[0]}: 1 face x{statistics.median(a[5]) / statistics.median(b[5]):.2f}, batch 8 "
+              f"x{statistics.median(a[6]) / statistics.median(b[6]):.2f}, warm start x{a[4] / b[4]:.2f}")
+    print(f"weights file: {weights.paths()[0].stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from agevision.defaults import TILE_SIZE
 from agevision.model.estimator import Estimator
 from agevision.pipeline import FrameProcessor, run_video, share_cpu
@@ -47,19 +45,17 @@ def main() -> None:
     ap.add_argument("--detect-every", type=int, nargs="+", default=[1],
                     help="detect on every n-th frame (several values: one pipeline run each)")
     ap.add_argument("--tile-size", type=int, default=TILE_SIZE, help="as in agevision video")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: agevision's choice)")
+    ap.add_argument("--threads", type=int, default=None, help="model CPU threads (default: agevision's choice)")
+    ap.add_argument("--backend", default="auto", help="auto, onnx or torch")
     ap.add_argument("--summary", action="store_true", help="also time each run with --summary (identities)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each kind; the fastest is reported")
     args = ap.parse_args()
-    est = Estimator(device=args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    else:
-        share_cpu(est)
+    est = Estimator(device=args.device, backend=args.backend)
+    threads = est.set_threads(args.threads) if args.threads else share_cpu(est)
     with tempfile.TemporaryDirectory() as tmp:
         base, frames = floor_fps(args.clip, Path(tmp) / "floor.mp4")
         print(f"clip {args.clip.name}: {frames} frames, device {est.device}, detector {args.detector}, "
-              f"tile size {args.tile_size}, torch threads {torch.get_num_threads()}")
+              f"tile size {args.tile_size}, backend {est.backend}, model threads {threads}")
         print(f"decode+encode only: {base:.1f} FPS")
         for every in args.detect_every:
             plain = [pipeline_run(args, est, every, Path(tmp), False) for _ in range(args.repeat)]

@@ -134,11 +134,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_engine_on_a_local_cluster_gives_the_local_records(tmp_path):
+def test_ray_engine_on_a_local_cluster_gives_the_local_records(tmp_path, monkeypatch):
     pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'agevision[ray]')")
     ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
     port = _free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    home = tmp_path / "home"  # Ray keeps an auth token in ~/.ray: the cluster and the driver share this one
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(home)}
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                             "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",

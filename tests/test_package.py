@@ -49,7 +49,7 @@ def test_the_wheel_carries_the_weights_and_runs_from_anywhere(tmp_path):
                                   ["report", "/nonexistent.jsonl", "--out", "r.html"], ["--version"]])
 def test_bad_input_is_reported_before_torch_loads(args, tmp_path):
     """A missing file or a bad option is said at once: torch (seconds to import) is not loaded."""
-    probe = ("import sys, runpy\nsys.argv = ['agevision', *sys.argv[1:]]\n"
+    probe = ("import sys, runpy\nsys.argv = ['agevision', *sys.argv[1:]]\nimport os\nos._exit = sys.exit\n"
              "try:\n    runpy.run_module('agevision', run_name='__main__')\n"
              "finally:\n    print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n")
     r = subprocess.run([sys.executable, "-c", probe, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -1,11 +1,16 @@
-"""Estimator: shipped weights in, age and gender of a batch of aligned face crops out."""
+"""Estimator: shipped weights in, age and gender of a batch of aligned face crops out.
+
+The network runs on one of two backends, chosen once: ONNX Runtime on the CPU
+(`model.onnx_backend`: the shipped agegender.onnx, exported from the same weights; starts
+without importing torch and reads a face in a third of the time) or PyTorch
+(`model.torch_backend`: the GPU path, and the CPU when no matching ONNX file is there).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from agevision import align
 from agevision.errors import AgevisionError
@@ -13,36 +18,40 @@ from agevision.faces import Faces
 from agevision.labels import gender_labels
 from agevision.model import weights
 from agevision.model.decode import Prediction, decode
-from agevision.model.net import fuse_batchnorm, split_logits
+
+BACKENDS = ("auto", "onnx", "torch")
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """`device` if given ("cpu", "cuda", "cuda:1"), else CUDA when available, else CPU.
+def gpu_present() -> bool:
+    """Whether this machine shows an NVIDIA GPU (device nodes), without importing torch."""
+    import glob
+    import os
 
-    Raises AgevisionError if CUDA is asked for and not available.
-    """
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AgevisionError("--device cuda asked for, but no CUDA GPU is available to PyTorch")
-    return dev
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
-def _optimise_for_cpu(model: torch.nn.Module, size: int) -> torch.nn.Module:
-    """A frozen TorchScript trace of `model` (oneDNN-friendly, about 2x faster on the CPU);
-    `model` itself if tracing fails."""
-    import warnings
+def make_runner(weights_dir: Path | None, card, device: str | None, backend: str = "auto"):
+    """The runner for `backend`: "onnx" (CPU only; AgevisionError if the weights folder has
+    no ONNX export of these weights), "torch", or "auto": ONNX Runtime when the model runs on
+    the CPU and a matching export is there, else PyTorch."""
+    from agevision.model import onnx_backend
 
-    try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")
-            example = torch.zeros(1, 3, size, size).contiguous(memory_format=torch.channels_last)
-            traced = torch.jit.optimize_for_inference(torch.jit.trace(model, example))
-            traced(torch.zeros(2, 3, size, size))  # other batch sizes run too
-            return traced
-    except Exception:  # noqa: BLE001 - eager mode is always a correct fallback
-        return model
+    if backend not in BACKENDS:
+        raise AgevisionError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    on_cpu = device == "cpu" or (device is None and not gpu_present())
+    if backend == "onnx":
+        if not on_cpu:
+            raise AgevisionError("the ONNX backend runs on the CPU (the GPU path is PyTorch): use --device cpu")
+        return onnx_backend.OnnxRunner(onnx_backend.checked_export(weights_dir, card), card)
+    if backend == "auto" and on_cpu and onnx_backend.available():
+        path = onnx_backend.matching_export(weights_dir, card)
+        if path is not None:
+            return onnx_backend.OnnxRunner(path, card)
+    from agevision.model.torch_backend import TorchRunner
+
+    return TorchRunner(weights_dir, card, device)
 
 
 class Estimator:
@@ -51,46 +60,31 @@ class Estimator:
     weights_dir: folder with agegender.safetensors and agegender.json (default weights/).
     device: "cpu", "cuda"... (default: CUDA when available, else CPU). flip: also read each
     crop mirrored, in the same batch, and average the two readings' logits (default: as
-    the model card's `flip_test` says). On CUDA the batch is
-    sent from pinned memory and run under fp16 autocast; on the CPU batch norm is folded
-    into the convolutions.
+    the model card's `flip_test` says). backend: "auto", "onnx" or "torch" (see
+    `make_runner`); `backend` and `device` say which ran.
     """
 
-    def __init__(self, weights_dir: Path | None = None, device: str | None = None, flip: bool | None = None) -> None:
-        model, card = weights.load(weights_dir)
+    def __init__(self, weights_dir: Path | None = None, device: str | None = None, flip: bool | None = None,
+                 backend: str = "auto") -> None:
+        card = weights.load_card(weights_dir)
         self.card = card
         self.flip = card.flip_test if flip is None else flip
-        self.device = pick_device(device)
         self.input_size = card.input_size
         self.age_bins = np.asarray(card.age_bins, np.float64)
         self.age_temperature, self.gender_temperature = card.age_temperature, card.gender_temperature
-        self._mean = torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        model = model.to(self.device).to(memory_format=torch.channels_last)
-        if self.device.type == "cpu":
-            model = _optimise_for_cpu(fuse_batchnorm(model), self.input_size)
-        self.model = model
-        self._mean, self._std = self._mean.to(self.device), self._std.to(self.device)
-
-    def _to_tensor(self, crops_rgb: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(crops_rgb)).permute(0, 3, 1, 2)
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        x = (x.float() - self._mean) / self._std
-        return x.contiguous(memory_format=torch.channels_last)
+        self.runner = make_runner(weights_dir, card, device, backend)
+        self.backend = self.runner.backend
+        self.device = self.runner.device  # .type: "cpu" or "cuda"
 
     def logits(self, crops_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw (age logits (N, K), gender logit (N,)) for (N, S, S, 3) uint8 RGB crops."""
-        with torch.inference_mode():
-            x = self._to_tensor(crops_rgb)
-            if self.flip:
-                x = torch.cat([x, x.flip(-1)])
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
-                out = self.model(x).float()
-            if self.flip:
-                out = (out[: len(crops_rgb)] + out[len(crops_rgb) :]) / 2
-            age_logits, gender_logit = split_logits(out, len(self.age_bins))
-            return age_logits.cpu().numpy(), gender_logit.cpu().numpy()
+        out = self.runner.logits(crops_rgb, self.flip)
+        k = len(self.age_bins)  # columns: age bins, then the gender logit (see model.net)
+        return out[:, :k], out[:, k]
+
+    def set_threads(self, n: int) -> int:
+        """CPU threads for the model; returns those in use."""
+        return self.runner.set_threads(n)
 
     def predict(self, crops_rgb: np.ndarray) -> Prediction:
         """Predict N aligned crops in one forward pass.

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agevision.defaults import WEIGHTS_DIR as DEFAULT_DIR
 from agevision.errors import AgevisionError
 from agevision.model.card import ARCHITECTURE, ModelCard
-from agevision.model.net import AgeGenderNet
+
+if TYPE_CHECKING:
+    from agevision.model.net import AgeGenderNet
 
 STEM = "agegender"
 
@@ -57,6 +60,19 @@ def save(model: AgeGenderNet, card: ModelCard | dict, directory: Path) -> ModelC
     return card
 
 
+def files_digest(directory: Path | None = None) -> str:
+    """sha256 of the weights file and the card together: what a cached traced model is of."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in paths(directory):
+        try:
+            h.update(path.read_bytes())
+        except OSError as err:
+            raise AgevisionError(f"cannot read {path}: {err.strerror}") from None
+    return h.hexdigest()
+
+
 def load_card(directory: Path | None = None) -> ModelCard:
     """Read and check the model card. Raises AgevisionError if missing or malformed."""
     _, card_path = paths(directory)
@@ -77,6 +93,8 @@ def load(directory: Path | None = None) -> tuple[AgeGenderNet, ModelCard]:
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from agevision.model.net import AgeGenderNet  # torchvision: only when the network is built
 
     card = load_card(directory)
     tensor_path, _ = paths(directory)

@@ -16,8 +16,8 @@ import torch
 
 from agevision.errors import AgevisionError
 from agevision.model import weights
-from agevision.model.estimator import pick_device
 from agevision.model.net import AgeGenderNet
+from agevision.model.torch_backend import pick_device
 from agevision.training.train import TrainConfig, _final_card, _load_data
 
 

@@ -22,8 +22,8 @@ from agevision.errors import AgevisionError
 from agevision.model import weights
 from agevision.model.card import ModelCard
 from agevision.model.decode import decode
-from agevision.model.estimator import pick_device
 from agevision.model.net import NUM_AGE_BINS, AgeGenderNet, split_logits
+from agevision.model.torch_backend import pick_device
 from agevision.training import calibration, metrics
 from agevision.training.augment import AugmentConfig, augment
 from agevision.training.crops import cached_crops, cached_geometry
