@@ -410,6 +410,45 @@ def batch(
         raise typer.Exit(1)
 
 
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on (off the loopback, --token is required)")] =
+    "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port")] = 8000,
+    token: Annotated[str | None, typer.Option(envvar="AGEVISION_TOKEN", help="bearer token every request must "
+                                              "carry (Authorization: Bearer T; env AGEVISION_TOKEN)")] = None,
+    data: Annotated[Path, typer.Option(help="folder for video jobs (their files and a SQLite table)")] =
+    Path("agevision-serve"),
+    max_jobs: Annotated[int, typer.Option(min=1, help="video jobs queued or running at once")] = 4,
+    max_video_mb: Annotated[int, typer.Option(min=1, help="largest video upload, MB")] = 500,
+    max_video_minutes: Annotated[float, typer.Option(min=0.1, help="longest video, minutes")] = 30.0,
+    window_ms: Annotated[float, typer.Option(min=0, help="requests arriving within this many ms are estimated "
+                                             "in one batch (0: each alone)")] = 10.0,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
+) -> None:
+    """The HTTP API (/v1, docs at /docs) and a web page with the live camera at /."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from agevision.serve.server import ServerConfig, check_config
+        from agevision.serve.server import serve as run_server
+    except ImportError:
+        raise AgevisionError("agevision serve needs FastAPI and uvicorn: pip install 'agevision[serve]'") from None
+    config = ServerConfig(host=host, port=port, token=token, data=data, max_jobs=max_jobs,
+                          max_video_bytes=max_video_mb << 20, max_video_seconds=max_video_minutes * 60,
+                          window=window_ms / 1000, weights=weights, device=device, backend=backend)
+    check_config(config)
+    from agevision.files import check_folder_writable
+
+    check_folder_writable(data, "--data")
+    console.print(f"agevision serving on http://{host}:{port}/ (API at /v1, docs at /docs); Ctrl-C stops")
+    run_server(config)
+
+
 def _unreadable_note(summary) -> str:
     """', 2 unreadable faces' when a summary counted tracks that could not be read, else ''."""
     n = summary.unreadable

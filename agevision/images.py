@@ -13,9 +13,9 @@ from agevision.faces import Faces
 MAX_PIXELS = 100_000_000  # larger pictures are refused before decoding (a decompression bomb)
 
 
-def picture_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from an image file's header, without decoding it; None if the format
-    is not known to Pillow."""
+def picture_size(path) -> tuple[int, int] | None:
+    """(width, height) from an image file's header (a path or a binary file object), without
+    decoding it; None if the format is not known to Pillow."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check raises; agevision checks the size itself
@@ -36,17 +36,36 @@ def read_bgr(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise AgevisionError(f"no such image: {path}")
-    size = picture_size(path)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise AgevisionError(f"{path} is {size[0]}x{size[1]} pixels, more than the {MAX_PIXELS // 1_000_000} million "
-                             "agevision reads (shrink it first)")
+    _check_size(picture_size(path), str(path))
     # not IMREAD_UNCHANGED: that one ignores the EXIF orientation
     try:
         image = cv2.imread(str(path), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     except cv2.error:  # OpenCV's own checks (its pixel cap among them)
         image = None
+    return _as_bgr(image, f"{path} is not a readable image")
+
+
+def decode_bgr(data: bytes, name: str = "the image") -> np.ndarray:
+    """`read_bgr` of an image held in memory (an upload): the same checks, the same result."""
+    import io
+
+    _check_size(picture_size(io.BytesIO(data)), name)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error:
+        image = None
+    return _as_bgr(image, f"{name} is not a readable image")
+
+
+def _check_size(size: tuple[int, int] | None, name: str) -> None:
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise AgevisionError(f"{name} is {size[0]}x{size[1]} pixels, more than the {MAX_PIXELS // 1_000_000} million "
+                             "agevision reads (shrink it first)")
+
+
+def _as_bgr(image: np.ndarray | None, why: str) -> np.ndarray:
     if image is None or image.size == 0:
-        raise AgevisionError(f"{path} is not a readable image")
+        raise AgevisionError(why)
     if image.dtype != np.uint8:
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
     if image.ndim == 2:
