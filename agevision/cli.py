@@ -228,6 +228,8 @@ def webcam(
     width: Annotated[int | None, typer.Option(help="requested capture width")] = None,
     height: Annotated[int | None, typer.Option(help="requested capture height")] = None,
     source: Annotated[Path | None, typer.Option(help="play this video file through the live loop instead")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="with --source: as fast as frames can be read, not at the "
+                                       "file's own frame rate")] = False,
     detector: DetectorOpt = None,
     min_face: MinFaceOpt = MIN_FACE,
     detect_every: DetectEveryOpt = DETECT_EVERY,
@@ -242,7 +244,7 @@ def webcam(
     Keys: o toggles the face overlays, h the HUD, s saves a PNG snapshot, space pauses,
     q or Esc quits.
     """
-    from agevision.pipeline import run_live
+    from agevision.pipeline import paced, run_live
     from agevision.sinks import window
     from agevision.sources import CameraSource, VideoSource
 
@@ -254,7 +256,8 @@ def webcam(
         with _processor(weights, device, detector or "short", min_face, detect_every=detect_every,
                         tile_size=tile_size, backend=backend) as proc:
             try:
-                result = run_live(proc, src, show, read_key, snapshot_dir=snapshots)
+                frames = paced(src, float(src.fps)) if source is not None and not fast else src
+                result = run_live(proc, frames, show, read_key, snapshot_dir=snapshots)
             finally:
                 close()
     finally:

@@ -409,23 +409,32 @@ def write_people_csv(summary: Summary, target: Path) -> Path | None:
     thumbs_dir = target.with_name(f"{target.stem}_thumbs")
     names: dict[int, str] = {}
     with_thumbs = [p for p in summary.people if p.thumbnail is not None]
-    if with_thumbs:
-        if thumbs_dir.exists() and not thumbs_dir.is_dir():
-            raise AgevisionError(f"cannot write thumbnails: {thumbs_dir} is a file, not a folder")
-        try:
-            thumbs_dir.mkdir(exist_ok=True)
-        except OSError as err:
-            raise AgevisionError(f"cannot make the thumbnail folder {thumbs_dir}: {err.strerror}") from None
-        for p in with_thumbs:
-            name = f"person_{p.person_id}.jpg" if p.person_id is not None else f"track_{p.track_id}.jpg"
-            ok, buf = cv2.imencode(".jpg", p.thumbnail)
-            if not ok:
-                raise AgevisionError(f"cannot encode thumbnail {thumbs_dir / name}")
-            write_atomic(thumbs_dir / name, buf.tobytes())
-            names[p.track_id] = f"{thumbs_dir.name}/{name}"
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    writer.writerows(people_rows(summary, names))
-    write_atomic(target, text.getvalue())
+    made_dir, written = False, []
+    try:
+        if with_thumbs:
+            if thumbs_dir.exists() and not thumbs_dir.is_dir():
+                raise AgevisionError(f"cannot write thumbnails: {thumbs_dir} is a file, not a folder")
+            try:
+                made_dir = not thumbs_dir.exists()
+                thumbs_dir.mkdir(exist_ok=True)
+            except OSError as err:
+                raise AgevisionError(f"cannot make the thumbnail folder {thumbs_dir}: {err.strerror}") from None
+            for p in with_thumbs:
+                name = f"person_{p.person_id}.jpg" if p.person_id is not None else f"track_{p.track_id}.jpg"
+                ok, buf = cv2.imencode(".jpg", p.thumbnail)
+                if not ok:
+                    raise AgevisionError(f"cannot encode thumbnail {thumbs_dir / name}")
+                written.append(write_atomic(thumbs_dir / name, buf.tobytes()))
+                names[p.track_id] = f"{thumbs_dir.name}/{name}"
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(people_rows(summary, names))
+        write_atomic(target, text.getvalue())
+    except BaseException:  # nothing half-made is left: the thumbnails go with the CSV that names them
+        for f in written:
+            f.unlink(missing_ok=True)
+        if made_dir and thumbs_dir.is_dir() and not any(thumbs_dir.iterdir()):
+            thumbs_dir.rmdir()
+        raise
     return thumbs_dir if with_thumbs else None

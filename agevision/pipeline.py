@@ -308,6 +308,19 @@ def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: floa
     return VideoResult(n, n_faces, time.perf_counter() - start, interrupted, processor.times)
 
 
+def paced(frames: Iterable[np.ndarray], fps: float) -> Iterable[np.ndarray]:
+    """`frames` no faster than `fps` a second (a file played live at its own rate; a frame
+    that comes late is passed on at once, and the clock does not race to catch up)."""
+    step = 1.0 / fps if fps and fps > 0 else 0.0
+    due = time.perf_counter()
+    for frame in frames:
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        due = max(due, now) + step  # the next frame one step after this one was let through
+        yield frame
+
+
 QUIT_KEYS = (ord("q"), 27)  # q and Esc, in every window
 KEYS = {**dict.fromkeys(QUIT_KEYS, "quit"), ord("o"): "overlays", ord("h"): "hud", ord("s"): "snapshot",
         ord(" "): "pause"}

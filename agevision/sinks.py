@@ -45,11 +45,13 @@ class VideoWriter:
         self.target = self._file.target
         self.fps = Fraction(fps).limit_denominator(100000)
         try:  # fragmented: playable up to the last fragment even if the process is killed
-            self._out = av.open(str(self._file.path), "w", format="mp4",
+            # through a Python file: a failed write (a full disk) raises, where FFmpeg's own I/O goes on quietly
+            self._fh = open(self._file.path, "wb")
+            self._out = av.open(self._fh, "w", format="mp4",
                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
         except (av.error.FFmpegError, OSError) as err:
             self._file.discard()
-            raise AgevisionError(f"cannot write {self.target}: {err}") from None
+            raise AgevisionError(f"cannot write {self.target}: {_reason(err)}") from None
         self._video = self._out.add_stream("libx264", rate=self.fps)
         self._video.width, self._video.height = width + width % 2, height + height % 2
         self._video.pix_fmt = "yuv420p"
@@ -133,7 +135,11 @@ class VideoWriter:
         except Exception as err:  # noqa: BLE001 - reported below as one line
             self._error = err
         finally:
-            self._out.close()
+            try:
+                self._out.close()
+                self._fh.close()
+            except Exception as err:  # noqa: BLE001 - the last fragment could not be written
+                self._error = self._error or err
             if self._audio_in is not None:
                 self._audio_in.close()
         if self._error is not None:
@@ -148,10 +154,11 @@ class VideoWriter:
         """Stop and delete the partial output."""
         self._queue.put(None)
         self._thread.join()
-        try:
-            self._out.close()
-        except Exception:  # noqa: BLE001 - the file is being thrown away anyway
-            pass
+        for closing in (self._out.close, self._fh.close):
+            try:
+                closing()
+            except Exception:  # noqa: BLE001 - the file is being thrown away anyway
+                pass
         if self._audio_in is not None:
             self._audio_in.close()
         self._file.discard()

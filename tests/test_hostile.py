@@ -292,3 +292,27 @@ def test_one_missing_photo_is_one_error_line(tmp_path):
                        capture_output=True, text=True, timeout=300)
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     assert r.returncode == 1 and lines == [f"error: no such image: {tmp_path / 'missing.jpg'}"], lines
+
+
+def test_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path):
+    """Outputs on a file system that fills up mid-run (a 16 KB tmpfs): one error, no file left."""
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root): " + mounted.stderr.decode(errors="replace")[:200])
+    try:
+        clip = VIDEOS / "LivePortrait__driving_d0.mp4"
+        for args in (["--out", str(full / "o.mp4")], ["--json", str(full / "r.jsonl")],
+                     ["--summary", str(full / "p.csv")]):
+            if args[0] == "--summary":  # thumbnails and CSV: fill the disk first, leave a few bytes
+                (full / "filler").write_bytes(b"\0" * (12 << 10))
+            r = subprocess.run([sys.executable, "-m", "agevision", "video", str(clip), *args], capture_output=True,
+                               text=True, timeout=300)
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 1 and lines[-1].startswith("error:"), r.stderr[-2000:]
+            assert "No space left on device" in lines[-1] and "Traceback" not in r.stderr
+            (full / "filler").unlink(missing_ok=True)
+            assert list(full.iterdir()) == [], list(full.iterdir())  # no partial output, no temporary file
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)

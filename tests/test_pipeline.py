@@ -345,3 +345,19 @@ def test_live_loop_in_a_real_window_under_xvfb(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_a_file_played_live_keeps_its_own_frame_rate(monkeypatch):
+    """`webcam --source FILE` plays at the file's rate (a fake clock: no timing in tests)."""
+    import agevision.pipeline as pl
+
+    clock = [0.0]
+    monkeypatch.setattr(pl.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(pl.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    shown_at = []
+    for k, _ in enumerate(pl.paced(range(6), 10.0)):
+        shown_at.append(round(clock[0], 3))
+        if k == 2:
+            clock[0] += 0.35  # a slow frame: the next ones come at once, then at the rate again
+    assert shown_at == [0.0, 0.1, 0.2, 0.55, 0.65, 0.75]
+    assert list(pl.paced(range(3), 0)) == [0, 1, 2]  # no rate known: as they come
