@@ -302,3 +302,21 @@ async def _watch_page(port: int):
         shot = await call("Page.captureScreenshot", {"format": "png"})
         return status, base64.b64decode(shot["result"]["data"])
 
+
+
+def test_mutated_images_never_break_the_server(server):
+    import random
+
+    rng = random.Random(7)
+    photos = [p.read_bytes() for p in pick(UTKFACE, "4", 6)]
+    codes = []
+    for k in range(60):
+        data = bytearray(photos[k % len(photos)])
+        if k % 3 == 0:
+            data = data[: rng.randrange(10, len(data))]
+        for _ in range(rng.randrange(1, 30)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        r = server.post("/v1/images", content=bytes(data), headers={"Content-Type": "image/jpeg"})
+        assert r.status_code in (200, 413, 415) and r.headers["content-type"].startswith("application/json"), r.text
+        codes.append(r.status_code)
+    assert server.get("/v1/health").json()["ok"] and codes.count(200) > 10
