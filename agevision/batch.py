@@ -23,11 +23,11 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from agevision.defaults import DETECT_EVERY, MIN_FACE, MIN_TRACK, TILE_SIZE
 from agevision.errors import AgevisionError
+from agevision.videojob import VideoOptions
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 LIST_SUFFIXES = (".txt", ".list")
@@ -36,18 +36,13 @@ DONE = "done.json"
 
 @dataclass
 class BatchOptions:
-    """What to make of each video (see `agevision video` for the options of the same names).
-    video: also the annotated MP4. link_people: also each video's identity vectors, and one
-    person id over all videos."""
+    """What to make of each video. video: also the annotated MP4. link_people: also each
+    video's identity vectors, and one person id over all videos. options: how each is read.
+    weights, device, backend: the model's."""
 
     video: bool = False
     link_people: bool = False
-    detector: str = "full"
-    min_face: int = MIN_FACE
-    detect_every: int = DETECT_EVERY
-    tile_size: int = TILE_SIZE
-    min_track: float = MIN_TRACK
-    raw: bool = False
+    options: VideoOptions = field(default_factory=VideoOptions)
     weights: str | None = None
     device: str | None = None
     backend: str = "auto"
@@ -123,8 +118,7 @@ def job_for(video: Path, folder: Path, opts: BatchOptions):
 
     return VideoJob(video, out=folder / "annotated.mp4" if opts.video else None, json=folder / "records.jsonl",
                     summary=folder / "people.csv", save_embeddings=folder / "vectors.npz" if opts.link_people else None,
-                    min_track=opts.min_track, raw=opts.raw, detector=opts.detector, min_face=opts.min_face,
-                    detect_every=opts.detect_every, tile_size=opts.tile_size)
+                    options=opts.options)
 
 
 def finished(folder: Path, opts: BatchOptions) -> dict | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +88,10 @@ def totals(out_dir: Path, lines: list[dict]) -> dict:
                 age = float(row["age"])
                 band = next(b for b in AGE_BANDS if b[0] <= age < b[1])
                 bands[band][g] += 1
-    pf = np.array(p, np.float64)
-    half = 1.96 * math.sqrt(float((pf * (1 - pf)).sum()))
-    out = {"people": n, "expected_female": float(pf.sum()), "interval_half": half, "labels": labels,
+    from agevision.report import expected_women
+
+    expected, half = expected_women(p)
+    out = {"people": n, "expected_female": expected, "interval_half": half, "labels": labels,
            "bands": bands, "distinct": None}
     linked = out_dir / LINKED
     if linked.is_file():

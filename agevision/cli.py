@@ -311,11 +311,11 @@ def video(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from agevision.videojob import VideoJob, check_job, run_job
+    from agevision.videojob import VideoJob, VideoOptions, check_job, run_job
 
     job = VideoJob(input, out=out, json=json, summary=summary, save_embeddings=save_embeddings, show=show,
-                   min_track=min_track, raw=raw, detector=detector or "full", min_face=min_face,
-                   detect_every=detect_every, tile_size=tile_size)
+                   options=VideoOptions(min_track=min_track, raw=raw, detector=detector or "full", min_face=min_face,
+                                        detect_every=detect_every, tile_size=tile_size))
     check_job(job)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
@@ -377,6 +377,7 @@ def batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from agevision.batch import BatchOptions, collect_videos, run_batch
+    from agevision.videojob import VideoOptions
 
     if engine not in ("local", "ray"):
         raise AgevisionError(f"--engine must be 'local' or 'ray', not {engine!r}")
@@ -384,9 +385,10 @@ def batch(
         from agevision.batch_ray import require_ray
 
         require_ray()
-    opts = BatchOptions(video=video, link_people=link_people, detector=detector or "full", min_face=min_face,
-                        detect_every=detect_every, tile_size=tile_size, min_track=min_track, raw=raw,
-                        weights=str(weights) if weights else None, device=device, backend=backend)
+    opts = BatchOptions(video=video, link_people=link_people, weights=str(weights) if weights else None,
+                        device=device, backend=backend,
+                        options=VideoOptions(min_track=min_track, raw=raw, detector=detector or "full",
+                                             min_face=min_face, detect_every=detect_every, tile_size=tile_size))
     n_videos = len(collect_videos(inputs))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:

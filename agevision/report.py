@@ -28,14 +28,20 @@ def gender_split(summary: Summary) -> dict:
     Each person counts as female with their P(female); the count of women is then a sum of
     independent Bernoulli draws, with variance sum p(1-p). Also the count by shown label.
     """
-    p = np.array([q.p_female for q in summary.people if q.p_female is not None], np.float64)
-    expected = float(p.sum())
-    half = 1.96 * math.sqrt(float((p * (1 - p)).sum()))
+    p = [q.p_female for q in summary.people if q.p_female is not None]
+    expected, half = expected_women(p)
     labels = [q.gender for q in summary.people]
     return {"people": len(summary.people), "with_estimate": len(p), "expected_female": expected,
             "expected_male": len(p) - expected, "interval_half": half,
             "labelled_female": labels.count("F"), "labelled_male": labels.count("M"),
             "labelled_unsure": labels.count("?")}
+
+
+def expected_women(p_female) -> tuple[float, float]:
+    """(expected number of women, half-width of its 95% interval) among people with these
+    P(female): a sum of independent Bernoulli draws, variance sum p(1-p)."""
+    p = np.asarray(list(p_female), np.float64)
+    return float(p.sum()), 1.96 * math.sqrt(float((p * (1 - p)).sum()))
 
 
 def _png(fig) -> str:

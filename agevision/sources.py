@@ -58,11 +58,8 @@ class VideoSource:
         self.rotation = _quarter_turns(getattr(self._first, "rotation", 0)) * 90
         if self.rotation in (90, 270):
             self.width, self.height = self.height, self.width
-        rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(25)
-        self.fps = Fraction(rate)
-        self.frame_count = int(self._stream.frames or 0)
-        if not self.frame_count and self._stream.duration and self._stream.time_base:
-            self.frame_count = int(round(float(self._stream.duration * self._stream.time_base * self.fps)))
+        self.fps = stream_rate(self._stream)
+        self.frame_count = promised_frames(self._stream)
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="decode", daemon=True)
@@ -209,21 +206,27 @@ class CameraSource:
 
 
 
+def stream_rate(stream) -> Fraction:
+    """A PyAV video stream's frame rate (25 when it does not say)."""
+    return Fraction(stream.average_rate or stream.guessed_rate or Fraction(25))
+
+
+def promised_frames(stream) -> int:
+    """The frames a PyAV video stream's header promises: its frame count, else its duration
+    times its rate; 0 when it says neither."""
+    if stream.frames:
+        return int(stream.frames)
+    if stream.duration and stream.time_base:
+        return int(round(float(stream.duration * stream.time_base * stream_rate(stream))))
+    return 0
+
+
 def probe_frames(path: Path) -> int:
-    """The number of frames a video's header promises (0 if it cannot be read or does not
-    say), read without decoding a frame."""
+    """`promised_frames` of a video file, read without decoding a frame (0 if it cannot be read)."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                return 0
-            stream = container.streams.video[0]
-            if stream.frames:
-                return int(stream.frames)
-            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-            if stream.duration and stream.time_base:
-                return int(round(float(stream.duration * stream.time_base * rate)))
+            return promised_frames(container.streams.video[0]) if container.streams.video else 0
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
-        pass
-    return 0
+        return 0

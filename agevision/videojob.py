@@ -21,10 +21,23 @@ from agevision.errors import AgevisionError
 
 
 @dataclass
+class VideoOptions:
+    """How a video is read: the `agevision video` options of the same names (`batch` and
+    `serve` take the same ones)."""
+
+    min_track: float = MIN_TRACK
+    raw: bool = False
+    detector: str = "full"
+    min_face: int = MIN_FACE
+    detect_every: int = DETECT_EVERY
+    tile_size: int = TILE_SIZE
+
+
+@dataclass
 class VideoJob:
     """One video and what to make of it. out: annotated MP4; json: JSONL records;
     summary: people CSV (and thumbnails); save_embeddings: identity vectors (NPZ); show: a
-    window. The rest as the `agevision video` options of the same names."""
+    window; options: how it is read."""
 
     input: Path
     out: Path | None = None
@@ -32,12 +45,7 @@ class VideoJob:
     summary: Path | None = None
     save_embeddings: Path | None = None
     show: bool = False
-    min_track: float = MIN_TRACK
-    raw: bool = False
-    detector: str = "full"
-    min_face: int = MIN_FACE
-    detect_every: int = DETECT_EVERY
-    tile_size: int = TILE_SIZE
+    options: VideoOptions = field(default_factory=VideoOptions)
 
     @property
     def identify(self) -> bool:
@@ -104,12 +112,13 @@ def run_job(job: VideoJob, estimator, progress: Callable[[int, int, float | None
     from agevision.sinks import JsonlSink, PeopleSink, VideoSink, WindowSink
     from agevision.sources import VideoSource
 
+    o = job.options
     src = VideoSource(job.input)
     try:
         # the records name the video relative to their own folder, where `report` looks for it
         named = Path(os.path.relpath(job.input.resolve(), job.json.resolve().parent)) if job.json else job.input
-        header = video_header(named, src.width, src.height, src.fps, src.frame_count, smoothed=not job.raw,
-                              detect_every=job.detect_every, identities=job.identify)
+        header = video_header(named, src.width, src.height, src.fps, src.frame_count, smoothed=not o.raw,
+                              detect_every=o.detect_every, identities=job.identify)
         header.update(header_extra or {})
         with ExitStack() as outputs:
             if callable(estimator):  # the model loads (torch imports) while the detector starts
@@ -119,7 +128,7 @@ def run_job(job: VideoJob, estimator, progress: Callable[[int, int, float | None
 
                 with ThreadPoolExecutor(1, thread_name_prefix="load-model") as pool:
                     loading = pool.submit(estimator)
-                    detector = outputs.enter_context(FaceDetector(job.detector, tile_size=job.tile_size))
+                    detector = outputs.enter_context(FaceDetector(o.detector, tile_size=o.tile_size))
                     estimator = loading.result()
             else:
                 detector = None
@@ -129,13 +138,13 @@ def run_job(job: VideoJob, estimator, progress: Callable[[int, int, float | None
                                                              audio_from=job.input)))
             if job.json is not None:
                 sinks.append(outputs.enter_context(JsonlSink(job.json, header)))
-            people = outputs.enter_context(PeopleSink(job.summary, header, job.min_track)) if job.summary else None
+            people = outputs.enter_context(PeopleSink(job.summary, header, o.min_track)) if job.summary else None
             if people is not None:
                 sinks.append(people)
             if job.show:
                 sinks.append(outputs.enter_context(WindowSink("agevision")))
-            with FrameProcessor(estimator, detector=job.detector, min_face=job.min_face, smooth=not job.raw,
-                                detect_every=job.detect_every, tile_size=job.tile_size,
+            with FrameProcessor(estimator, detector=o.detector, min_face=o.min_face, smooth=not o.raw,
+                                detect_every=o.detect_every, tile_size=o.tile_size,
                                 identify=job.identify, face_detector=detector) as proc:
                 total = src.frame_count
 

@@ -1,7 +1,7 @@
 """Does agevision count people right? Per clip: people counted against the identity dev set
 (scripts/data/people_dev.json), wrong merges and splits; across the clips: distinct people.
 
-    python scripts/people_count.py [--clips NAME ...] [--pairs] [--json FILE]
+    python scripts/people_count.py [--clips NAME ...] [--pairs] [--align yunet|keypoints] [--json FILE]
 
 Each clip runs as `agevision video --summary` does (full-range detector, tiles, every 3rd
 frame, smoothing, identities); each counted person's tracks are matched to the labelled
@@ -12,7 +12,8 @@ person), splits (a labelled person in two counted people: one per extra), missed
 (labelled people in no counted person), tracks no anchor names, embeddings made and the
 identity stage's milliseconds per frame. --pairs: the cosine similarity of the track
 vectors for pairs of tracks of one labelled person and of two (what SAME_PERSON is chosen
-from). Across clips: every counted person's vector, grouped as within a clip (people of one
+from). --align: how faces are aligned for the identity model (`identity.FaceEmbedder`).
+Across clips: every counted person's vector, grouped as within a clip (people of one
 clip never joined), against the labels' distinct people.
 """
 
@@ -31,9 +32,10 @@ from common import VIDEOS  # noqa: E402
 LABELS = Path(__file__).resolve().parent / "data" / "people_dev.json"
 
 
-def run_clip(estimator, path: Path) -> dict:
+def run_clip(estimator, path: Path, align: str = "yunet") -> dict:
     """The clip as `agevision video --summary` sees it: summary, records, track vectors."""
     from agevision.defaults import DETECT_EVERY, TILE_SIZE
+    from agevision.identity import FaceEmbedder, TrackIdentities
     from agevision.people import PeopleTally
     from agevision.pipeline import FrameProcessor, run_video
     from agevision.records import video_header, with_persons
@@ -49,6 +51,7 @@ def run_clip(estimator, path: Path) -> dict:
     sink = Collect()
     with VideoSource(path) as src, FrameProcessor(estimator, detector="full", detect_every=DETECT_EVERY,
                                                   tile_size=TILE_SIZE, identify=True) as proc:
+        proc.identities = TrackIdentities(FaceEmbedder(align))
         header = video_header(path, src.width, src.height, src.fps, src.frame_count, identities=True)
         result = run_video(proc, src, float(src.fps), [sink])
         persons = proc.people()
@@ -145,6 +148,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", nargs="*", default=[], help="only clips whose names contain one of these")
     ap.add_argument("--pairs", action="store_true", help="print the same / different similarity figures")
+    ap.add_argument("--align", choices=("yunet", "keypoints"), default="yunet",
+                    help="face alignment for the identity model (default: what agevision uses)")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = ap.parse_args()
 
@@ -157,7 +162,7 @@ def main() -> None:
     share_cpu(estimator)
     runs, rows = {}, []
     for clip, entry in entries.items():
-        runs[clip] = run_clip(estimator, VIDEOS / clip)
+        runs[clip] = run_clip(estimator, VIDEOS / clip, args.align)
         rows.append(clip_figures(runs[clip], entry))
         print(f"  {clip}: done", file=sys.stderr)
     head = f"{'clip':44s} {'labelled':>8s} {'counted':>7s} {'unread':>6s} {'short':>5s} {'merges':>6s} " \

@@ -22,8 +22,8 @@ class Batcher:
     def __init__(self, estimator, window: float = 0.01, max_crops: int = 64) -> None:
         self.estimator, self.window, self.max_crops = estimator, window, max_crops
         self._queue: queue.Queue = queue.Queue()
-        self.batches = 0  # model runs so far
-        self.calls = 0
+        self.batches = 0  # model runs so far (GET /v1/health shows them)
+        self.calls = 0  # predict() calls those runs answered
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
 

@@ -99,12 +99,16 @@ class JobStore:
 
 class JobRunner:
     """Runs queued jobs, one at a time, on a thread: the video through `videojob.run_job`
-    into the job's folder, then the report. make_estimator: a function giving the shared model."""
+    into the job's folder, then the report. make_estimator: a function giving the shared
+    model; options: a `videojob.VideoOptions` (default: `agevision video`'s)."""
 
-    def __init__(self, store: JobStore, make_estimator, options: dict | None = None) -> None:
+    def __init__(self, store: JobStore, make_estimator, options=None) -> None:
         import queue
 
-        self.store, self.make_estimator, self.options = store, make_estimator, options or {}
+        from agevision.videojob import VideoOptions
+
+        self.store, self.make_estimator = store, make_estimator
+        self.options = options or VideoOptions()
         self._queue: queue.Queue = queue.Queue()
         self._cancelled: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="video-jobs", daemon=True)
@@ -134,7 +138,7 @@ class JobRunner:
             if not inputs:
                 raise AgevisionError("the upload is missing")
             spec = VideoJob(inputs[0], out=folder / "annotated.mp4", json=folder / "records.jsonl",
-                            summary=folder / "people.csv", **self.options)
+                            summary=folder / "people.csv", options=self.options)
 
             def progress(n: int, total: int, fps) -> None:
                 if job in self._cancelled:

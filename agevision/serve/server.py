@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import Request, WebSocket  # at module level: FastAPI reads the routes' annotations from here
 
 from agevision.errors import AgevisionError
+from agevision.serve.jobs import RESULTS
 
 API = "/v1"
 VIDEO_SUFFIXES = {"video/mp4": ".mp4", "video/quicktime": ".mov", "video/x-matroska": ".mkv", "video/webm": ".webm",
@@ -75,20 +76,23 @@ class ApiError(Exception):
         self.status, self.message = status, message
 
 
-def face_json(faces, i: int) -> dict:
-    """One face of a Faces record as the API gives it."""
-    known = not np.isnan(faces.age[i])
+API_FIELDS = ("box", "track_id", "age", "age_low", "age_high", "gender", "p_female", "quality", "readable")
 
-    def num(v, nd):
-        return None if not known or np.isnan(v) else round(float(v), nd)
 
-    return {"box": [round(float(v), 1) for v in faces.boxes[i]],
-            "keypoints": [[round(float(x), 1), round(float(y), 1)] for x, y in faces.keypoints[i]],
-            "track_id": None if faces.track_ids[i] < 0 else int(faces.track_ids[i]),
-            "age": num(faces.age[i], 1), "age_low": num(faces.age_low[i], 1), "age_high": num(faces.age_high[i], 1),
-            "gender": str(faces.gender[i]) if known else "?", "p_female": num(faces.p_female[i], 3),
-            "quality": None if np.isnan(faces.quality[i]) else round(float(faces.quality[i]), 3),
-            "readable": bool(faces.readable[i])}
+def faces_json(faces) -> list[dict]:
+    """The faces of a Faces record as the API gives them: the fields of their JSONL records
+    (`records.face_records`, the one home of their rounding and of "?"), and the keypoints;
+    track_id None where no tracker ran."""
+    from agevision.records import face_records
+
+    out = []
+    for i, rec in enumerate(face_records(faces, 0, 0.0)):
+        face = {k: rec[k] for k in API_FIELDS}
+        face["keypoints"] = [[round(float(x), 1), round(float(y), 1)] for x, y in faces.keypoints[i]]
+        if face["track_id"] < 0:
+            face["track_id"] = None
+        out.append(face)
+    return out
 
 
 class Service:
@@ -200,7 +204,9 @@ def create_app(config: ServerConfig):
         est = service.estimator
         return {"ok": True, "agevision": __version__, "backend": est.backend, "device": str(est.device),
                 "model": est.card.architecture, "model_sha256": est.card.tensors_sha256,
-                "jobs": {"queued": service.store.count("queued"), "running": service.store.count("running")}}
+                "jobs": {"queued": service.store.count("queued"), "running": service.store.count("running")},
+                "batching": {"window_ms": config.window * 1000, "requests": service.batcher.calls,
+                             "model_runs": service.batcher.batches}}
 
     @app.post(f"{API}/images")
     async def images(request: Request, annotate: bool = False):
@@ -219,7 +225,7 @@ def create_app(config: ServerConfig):
                 ok, jpeg = cv2.imencode(".jpg", Renderer(show_hud=False).draw(image.copy(), faces))
                 return Response(jpeg.tobytes(), media_type="image/jpeg")
             results.append({"name": name, "width": image.shape[1], "height": image.shape[0],
-                            "faces": [face_json(faces, i) for i in range(len(faces))]})
+                            "faces": faces_json(faces)})
         return {"images": results}
 
     @app.post(f"{API}/videos", status_code=202)
@@ -235,13 +241,11 @@ def create_app(config: ServerConfig):
         out = {k: row[k] for k in ("id", "state", "name", "people", "error")}
         out["progress"] = {"frames_done": row["frames_done"], "frames_total": row["frames_total"]}
         if row["state"] == "done":
-            out["results"] = {name: f"{API}/videos/{job}/{name}" for name in _results()}
+            out["results"] = {name: f"{API}/videos/{job}/{name}" for name in RESULTS}
         return out
 
     @app.get(f"{API}/videos/{{job}}/{{result}}")
     def video_result(job: str, result: str):
-        from agevision.serve.jobs import RESULTS
-
         row = service.store.get(job)
         if row is None:
             raise ApiError(404, "no such job")
@@ -276,12 +280,6 @@ def create_app(config: ServerConfig):
         await serve_stream(ws, service)
 
     return app
-
-
-def _results() -> list[str]:
-    from agevision.serve.jobs import RESULTS
-
-    return list(RESULTS)
 
 
 def _authorised(headers, token: str) -> bool:

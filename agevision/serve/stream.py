@@ -27,7 +27,7 @@ async def serve_stream(ws, service) -> None:
     from agevision.errors import AgevisionError
     from agevision.images import decode_bgr
     from agevision.pipeline import FrameProcessor
-    from agevision.serve.server import face_json
+    from agevision.serve.server import faces_json
 
     await ws.accept()
     waiting: deque = deque()
@@ -71,9 +71,8 @@ async def serve_stream(ws, service) -> None:
                     await ws.send_json({"seq": seq, "error": str(err), "dropped": state["dropped"]})
                     continue
                 result = await run_in_threadpool(processor.process, frame)
-                faces = result.faces
                 await ws.send_json({"seq": seq, "width": frame.shape[1], "height": frame.shape[0],
-                                    "faces": [face_json(faces, i) for i in range(len(faces))],
+                                    "faces": faces_json(result.faces),
                                     "dropped": state["dropped"], "ms": round(1000 * (time.perf_counter() - t0), 1)})
             if not state["open"]:
                 break
