@@ -21,6 +21,7 @@ detections of the whole frame and of the tiles are merged.
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -125,6 +126,8 @@ class FaceDetector:
     dropped: MediaPipe's own suppression lets some double detections of one face through.
     tile_size: frames wider or taller than this many pixels are also searched in
     overlapping tiles of at most about this size (0: never), to find small faces.
+    One MediaPipe graph takes one picture at a time: `detect` may be called from several
+    threads, and calls wait for each other.
     """
 
     def __init__(self, kind: str = "full", min_score: float = 0.5, max_overlap: float = 0.3,
@@ -137,6 +140,7 @@ class FaceDetector:
             # the graph starts, and TFLite logs its set-up, on the first picture: a blank one, here
             self._detector.process(np.zeros((64, 64, 3), np.uint8))
         self.kind, self.max_overlap, self.tile_size = kind, max_overlap, tile_size
+        self._lock = threading.Lock()
         self._shapes_seen: set[tuple[int, ...]] = set()
 
     def detect(self, frame_bgr: np.ndarray) -> Faces:
@@ -145,6 +149,10 @@ class FaceDetector:
         Returns a Faces record with boxes and keypoints in pixels of that frame,
         sorted by score (best first). Raises AgevisionError after close().
         """
+        with self._lock:
+            return self._detect(frame_bgr)
+
+    def _detect(self, frame_bgr: np.ndarray) -> Faces:
         if self._detector is None:
             raise AgevisionError("face detector used after close()")
         h, w = frame_bgr.shape[:2]
@@ -195,6 +203,10 @@ class FaceDetector:
 
     def close(self) -> None:
         """Release the native detector; safe to call twice."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._detector is not None:
             with _quiet_stderr():
                 self._detector.close()

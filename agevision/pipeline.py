@@ -8,13 +8,14 @@ live) with hotkeys.
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,22 +152,43 @@ class FrameProcessor:
 
             self.identities = TrackIdentities()
 
-    def process(self, frame_bgr: np.ndarray) -> FrameResult:
-        """Detect (or follow), track, estimate and smooth the faces of one BGR frame."""
+    def find(self, frame_bgr: np.ndarray) -> Faces:
+        """The faces the detector finds in one BGR frame, their quality assessed (no tracking;
+        safe to call from another thread while `process` runs on an earlier frame)."""
+        found = self.detector.detect(frame_bgr)
+        found.quality, found.readable = assess(frame_bgr, found, self.min_face)
+        return found
+
+    @property
+    def frames_done(self) -> int:
+        """How many frames `process` has seen; the next one has this index."""
+        return self._index + 1
+
+    def scheduled(self, index: int) -> bool:
+        """Whether frame `index` (counted from this processor's first) is detected on schedule,
+        not followed. Frames in between may be detected too (a face lost, a shot cut)."""
+        return index % self.detect_every == 0
+
+    def process(self, frame_bgr: np.ndarray, found: Faces | None = None) -> FrameResult:
+        """Detect (or follow), track, estimate and smooth the faces of one BGR frame.
+
+        found: `find(frame_bgr)` made already (see `detect_ahead`); used if this frame is
+        detected, instead of detecting it again."""
         self._index += 1
         self.times.frames += 1
         with self.times("track"):
             cut = self.shots.is_cut(frame_bgr)
         if cut:  # whoever is in the new shot is someone else
             self.tracker.drop(self.tracker.ids)
-        elif self._last is not None and self._index % self.detect_every:
+        elif self._last is not None and not self.scheduled(self._index):
             followed = self._follow(frame_bgr)
             if followed is not None:
                 return followed
-        with self.times("detect"):
-            found = self.detector.detect(frame_bgr)
-        with self.times("quality"):
-            found.quality, found.readable = assess(frame_bgr, found, self.min_face)
+        if found is None:
+            with self.times("detect"):
+                found = self.detector.detect(frame_bgr)
+            with self.times("quality"):
+                found.quality, found.readable = assess(frame_bgr, found, self.min_face)
         with self.times("track"):
             tracked, ended = self.tracker.update(found)
         with self.times("crop+model"):
@@ -272,6 +294,59 @@ class VideoResult:
         return end_record(self.frames, self.interrupted)
 
 
+_END = object()
+
+
+def detect_ahead(processor: FrameProcessor, frames: Iterable[np.ndarray], depth: int = 4
+                 ) -> Iterator[tuple[np.ndarray, Faces | None]]:
+    """(frame, found) for each of `frames`, in order, for `processor.process(frame, found)`.
+
+    found: `processor.find(frame)` for the frames it detects on schedule, made on a thread
+    up to `depth` frames ahead while the caller works on earlier ones (the detector and the
+    rest of the frame loop then share the CPU's cores); None for the frames in between. The
+    results are the same as without it. An error raised by `frames` is raised here, after
+    the frames before it. Closing the generator (or leaving the loop) stops the thread and
+    waits for it, so the detector and the source can be closed after.
+    """
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    first = processor.frames_done
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for i, frame in enumerate(frames, first):
+                found = processor.find(frame) if processor.scheduled(i) else None
+                if not put((frame, found)):
+                    return
+            put(_END)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            put(err)
+
+    thread = threading.Thread(target=work, name="detect-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            with processor.times("detect"):  # the frame loop's wait for the detector
+                item = out.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: float, sinks: Sequence = (),
               progress: Callable[[int, float | None], None] | None = None) -> VideoResult:
     """Run every frame through `processor` and hand each result to every sink.
@@ -289,9 +364,9 @@ def run_video(processor: FrameProcessor, frames: Iterable[np.ndarray], fps: floa
     annotate = any(getattr(s, "needs_annotated", False) for s in sinks)
     keep_clean = annotate and any(getattr(s, "needs_clean_frame", False) for s in sinks)
     rate = float(fps) or 25.0
-    with stop_on_signals() as stop:
-        for frame in frames:
-            result = processor.process(frame)
+    with stop_on_signals() as stop, closing(detect_ahead(processor, frames)) as ahead:
+        for frame, found in ahead:
+            result = processor.process(frame, found)
             result.fps, result.time = meter.tick(), result.index / rate
             n += 1
             n_faces += len(result.faces)

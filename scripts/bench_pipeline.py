@@ -1,13 +1,16 @@
 """End-to-end speed of `agevision video` on a clip, against decode+encode alone (the floor).
 
 Usage: python scripts/bench_pipeline.py CLIP [--detector full|short] [--device cpu|cuda]
-                                           [--detect-every 1 2 3] [--threads N] [--summary]
+                                           [--detect-every 1 2 3] [--threads N] [--summary] [--loop]
 Prints, from one run: FPS of decoding and re-encoding the clip with nothing else done,
 then for each --detect-every value the FPS of the full pipeline writing an annotated
 video, its ratio to the first figure, and per-stage milliseconds per frame. --summary:
 each pipeline run is also made as `agevision video --out --summary` (face identities kept,
 people grouped, the CSV and thumbnails written), alternating with the plain runs, and the
-wall-time cost of the summary is printed as a ratio.
+wall-time cost of the summary is printed as a ratio. --loop: the frame loop alone as well
+(frames decoded into memory first, nothing encoded), with the detections made on the loop's
+own thread and made ahead on another (`pipeline.detect_ahead`, what `run_video` does):
+what detecting ahead gains when cores are free.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from agevision.defaults import TILE_SIZE
 from agevision.model.estimator import Estimator
-from agevision.pipeline import FrameProcessor, run_video, share_cpu
+from agevision.pipeline import FrameProcessor, detect_ahead, run_video, share_cpu
 from agevision.sinks import VideoSink, VideoWriter
 from agevision.sources import VideoSource
 
@@ -49,6 +52,7 @@ def main() -> None:
     ap.add_argument("--backend", default="auto", help="auto, onnx or torch")
     ap.add_argument("--summary", action="store_true", help="also time each run with --summary (identities)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each kind; the fastest is reported")
+    ap.add_argument("--loop", action="store_true", help="also the frame loop alone, detecting on it and ahead")
     args = ap.parse_args()
     est = Estimator(device=args.device, backend=args.backend)
     threads = est.set_threads(args.threads) if args.threads else share_cpu(est)
@@ -67,6 +71,29 @@ def main() -> None:
                 report(f"agevision video --out --summary, detect every {every}", with_people, base)
                 print(f"  summary cost: wall time x{with_people[0] / best[0]:.3f} (fastest of {args.repeat} each; "
                       f"{with_people[2]} people, {with_people[3]} embeddings)")
+            if args.loop:
+                loop_alone(args, est, every)
+
+
+def loop_alone(args, est, every: int) -> None:
+    """FPS of the frame loop on frames held in memory: detecting on the loop's thread, then
+    ahead on another; alternated, the fastest of --repeat each."""
+    with VideoSource(args.clip) as src:
+        frames = list(src)
+    best = {"on the loop's thread": 0.0, "ahead (detect_ahead)": 0.0}
+    for _ in range(args.repeat):
+        for mode in best:
+            with FrameProcessor(est, detector=args.detector, detect_every=every, tile_size=args.tile_size) as proc:
+                t = time.perf_counter()
+                if mode.startswith("ahead"):
+                    for frame, found in detect_ahead(proc, frames):
+                        proc.process(frame, found)
+                else:
+                    for frame in frames:
+                        proc.process(frame)
+                best[mode] = max(best[mode], len(frames) / (time.perf_counter() - t))
+    print(f"  frame loop alone (in memory, no encode), detect every {every}: "
+          + ", ".join(f"detecting {k} {v:.1f} FPS" for k, v in best.items()))
 
 
 def pipeline_run(args, est, every: int, tmp: Path, summary: bool) -> tuple[float, object, int, int]:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from agevision.cli import app
 from agevision.faces import Faces, iou
 from agevision.model.estimator import Estimator
-from agevision.pipeline import FrameProcessor, run_live
+from agevision.pipeline import FrameProcessor, detect_ahead, run_live
 from agevision.render import Renderer
 from agevision.smooth import Smoother
 from agevision.sources import VideoSource
@@ -64,6 +64,52 @@ def test_faces_followed_between_detections_stay_on_the_face(estimator):
                 assert np.allclose(faces.boxes, truth.boxes)
             else:  # labels carried over, no new raw estimate
                 assert np.isnan(raw.age[0]) and not np.isnan(faces.age[0])
+
+
+def test_detections_made_ahead_on_a_thread_give_the_same_results(estimator):
+    frames = _frames(TALKING, 24) + _frames(VIDEOS / "LivePortrait__driving_d12.mp4", 8)  # with a shot cut
+    with FrameProcessor(estimator, detector="full", detect_every=3) as plain, \
+            FrameProcessor(estimator, detector="full", detect_every=3) as ahead:
+        made = 0
+        for frame, (same, found) in zip(frames, detect_ahead(ahead, frames), strict=True):
+            assert same is frame
+            assert (found is not None) == ahead.scheduled(ahead.frames_done)
+            made += found is not None
+            a, b = plain.process(frame), ahead.process(frame, found)
+            assert a.detected == b.detected
+            assert np.array_equal(a.faces.boxes, b.faces.boxes)
+            assert np.array_equal(a.faces.track_ids, b.faces.track_ids)
+            assert np.allclose(a.faces.age, b.faces.age, equal_nan=True)
+        assert made == len(range(0, len(frames), 3))
+
+
+def test_detect_ahead_raises_the_sources_error_in_order_and_stops_when_left(estimator):
+    frames = _frames(TALKING, 5)
+
+    def failing():
+        yield from frames[:3]
+        raise RuntimeError("decoder broke")
+
+    with FrameProcessor(estimator, detector="full", detect_every=2) as proc:
+        seen = []
+        with pytest.raises(RuntimeError, match="decoder broke"):
+            for frame, _found in detect_ahead(proc, failing()):
+                seen.append(frame)
+        assert len(seen) == 3
+        pulled = []
+
+        def endless():
+            while True:
+                pulled.append(1)
+                yield frames[0]
+
+        gen = detect_ahead(proc, endless(), depth=2)
+        next(gen)
+        gen.close()  # joins the thread: nothing is pulled after this
+        n = len(pulled)
+        assert n <= 5
+        proc.process(frames[0])  # the detector is free again
+        assert len(pulled) == n
 
 
 def test_a_shot_cut_between_detections_is_detected_and_starts_new_tracks(estimator):
