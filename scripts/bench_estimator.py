@@ -4,7 +4,8 @@ Usage: python scripts/bench_estimator.py [--device cpu|cuda] [--backends onnx to
 For each backend, in one run: the seconds a fresh process takes to import the package and
 make an Estimator (cold start: the first ever, cache emptied; warm: the second), then the
 median and 90th percentile of `repeats` timed predictions after warm-up on real aligned
-UTKFace crops, with the same number of model threads for all. Also the weights' size.
+UTKFace crops, with the same number of model threads for all; each backend also without
+the card's second gender network (`model.gender_ensemble`). Also the weights' size.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def main() -> None:
         img = cv2.imread(str(f))
         crops.append(align_crops(img, geometry_to_faces(geom, img.shape[1], img.shape[0]), size)[0])
     crops = np.stack(crops)
-    rows = []
+    rows, solo = [], []
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as cache:
             ran, cold = start_seconds(backend, args.device, cache)
@@ -72,6 +73,10 @@ def main() -> None:
         threads = est.set_threads(args.threads)
         one, eight = timed(est, crops[:1], args.repeats), timed(est, crops, args.repeats)
         rows.append((ran, est.device, threads, cold, warm, one, eight))
+        if est.ensemble is not None:  # the same backend without the second gender network
+            alone = Estimator(device=args.device, backend=backend, ensemble=False)
+            alone.set_threads(args.threads)
+            solo.append((ran, timed(alone, crops[:1], args.repeats), timed(alone, crops, args.repeats)))
     print(f"input {size}px, {len(crops)} UTKFace crops, {args.repeats} timed calls each")
     print(f"{'backend':8s} {'device':6s} {'threads':>7s} {'cold start s':>12s} {'warm start s':>12s} "
           f"{'1 face ms (p90)':>16s} {'batch 8 ms (p90)':>17s} {'ms/face':>8s}")
@@ -83,6 +88,9 @@ def main() -> None:
         a, b = rows
         print(f"{a[0]} / {b[0]}: 1 face x{statistics.median(a[5]) / statistics.median(b[5]):.2f}, batch 8 "
               f"x{statistics.median(a[6]) / statistics.median(b[6]):.2f}, warm start x{a[4] / b[4]:.2f}")
+    for ran, one, eight in solo:
+        print(f"{ran} without the second gender network: 1 face {statistics.median(one):.2f} ms, batch 8 "
+              f"{statistics.median(eight):.2f} ms")
     print(f"weights file: {weights.paths()[0].stat().st_size / 1e6:.1f} MB")
 
 

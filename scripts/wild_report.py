@@ -2,7 +2,7 @@
 crop or label change is judged by.
 
 Usage: python scripts/wild_report.py [--weights DIR] [--clips SUBSTRING ...] [--no-video] [--no-utkface]
-                                     [--json OUT.json]
+                                     [--flip card|on|off] [--ensemble card|off] [--json OUT.json]
 
 Wild part: every labelled person of `scripts/data/wild_dev.json` (the 22 shared clips;
 labels and how each was decided are in that file), run through the pipeline as
@@ -334,6 +334,8 @@ def main() -> None:
     parser.add_argument("--show", type=Path, default=None, help="print the tables of a --json file and stop")
     parser.add_argument("--flip", choices=("card", "on", "off"), default="card",
                         help="read each crop mirrored too and average (default: as the model card says)")
+    parser.add_argument("--ensemble", choices=("card", "off"), default="card",
+                        help="off: leave out the card's second gender network (model.gender_ensemble)")
     args = parser.parse_args()
     if args.show:
         saved = json.loads(args.show.read_text())
@@ -344,7 +346,8 @@ def main() -> None:
     from agevision.model.estimator import Estimator
     from agevision.pipeline import share_cpu
 
-    estimator = Estimator(args.weights, "cpu", flip={"card": None, "on": True, "off": False}[args.flip])
+    estimator = Estimator(args.weights, "cpu", flip={"card": None, "on": True, "off": False}[args.flip],
+                          ensemble=args.ensemble == "card")
     share_cpu(estimator)
     rows = [] if args.no_video else wild(estimator, args.clips)
     totals = wild_totals(rows) if rows else None

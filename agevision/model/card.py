@@ -19,12 +19,64 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
+class GenderEnsemble:
+    """A second gender network whose logit is added to the model's (see `model.gender_ensemble`).
+
+    model: its ONNX file name (beside the weights, else in the shipped weights folder).
+    sha256: that file's checksum. region: (x0, y0, x1, y1), the square of the aligned crop,
+    in crop pixels, that it reads (area-shrunk to its input). weight, temperature:
+    P(female) = sigmoid((z_model / gender_temperature + weight * z_second) / temperature)
+    for faces the model reads as `min_age` or older; younger ones keep the model's own.
+    """
+
+    model: str
+    sha256: str
+    region: tuple[int, int, int, int]
+    weight: float
+    temperature: float
+    min_age: float = 0.0
+
+    @staticmethod
+    def from_dict(d: object, input_size: int, where: str) -> GenderEnsemble:
+        """A checked entry from the card's `gender_ensemble` dict; AgevisionError if wrong."""
+        def bad(why: str) -> AgevisionError:
+            return AgevisionError(f"{where}: gender_ensemble {why}")
+
+        if not isinstance(d, dict):
+            raise bad("must be an object")
+        model, digest, region = d.get("model"), d.get("sha256"), d.get("region")
+        if not isinstance(model, str) or not model.endswith(".onnx") or "/" in model or "\\" in model \
+                or model.startswith("."):
+            raise bad("model must be an .onnx file name, no folders")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise bad("sha256 must be 64 hex digits")
+        if (not isinstance(region, list) or len(region) != 4
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in region)
+                or not (0 <= region[0] < region[2] <= input_size and 0 <= region[1] < region[3] <= input_size)):
+            raise bad(f"region must be 4 whole pixels x0 < x1, y0 < y1 inside the {input_size} px crop")
+        numbers = {}
+        for name, lo, hi in (("weight", 0.0, 10.0), ("temperature", 0.01, 100.0), ("min_age", 0.0, 200.0)):
+            v = d.get(name, 0.0 if name == "min_age" else None)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+                raise bad(f"{name} must be a number from {lo} to {hi}")
+            numbers[name] = float(v)
+        return GenderEnsemble(model, digest, tuple(region), numbers["weight"], numbers["temperature"],
+                              numbers["min_age"])
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "sha256": self.sha256, "region": list(self.region), "weight": self.weight,
+                "temperature": self.temperature, "min_age": self.min_age}
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """architecture: the network's name. input_size: crop side in pixels. mean, std: per RGB
     channel, on [0, 1] pixels. age_bins: the age of each age output. age_temperature,
     gender_temperature: calibration (logits are divided by them). flip_test: read each crop
     mirrored too and average. tensors_sha256: checksum of the weights' tensors (see
-    `weights.tensors_digest`), None on cards older than it. extra: the rest of the card."""
+    `weights.tensors_digest`), None on cards older than it. gender_ensemble: a second
+    gender network read beside this one (`GenderEnsemble`), or None. extra: the rest of the
+    card."""
 
     architecture: str = ARCHITECTURE
     input_size: int = 112
@@ -35,6 +87,7 @@ class ModelCard:
     gender_temperature: float = 1.0
     flip_test: bool = False
     tensors_sha256: str | None = None
+    gender_ensemble: GenderEnsemble | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     @staticmethod
@@ -80,10 +133,13 @@ class ModelCard:
         digest = d.get("tensors_sha256")
         if digest is not None and (not isinstance(digest, str) or len(digest) != 64):
             raise bad("tensors_sha256", "must be 64 hex digits")
+        ensemble = d.get("gender_ensemble")
+        if ensemble is not None:
+            ensemble = GenderEnsemble.from_dict(ensemble, size, where)
         known = {"architecture", "input_size", "mean", "std", "age_bins", "age_temperature", "gender_temperature",
-                 "flip_test", "tensors_sha256"}
+                 "flip_test", "tensors_sha256", "gender_ensemble"}
         return ModelCard(ARCHITECTURE, size, mean, std, bins, temperature("age_temperature"),
-                         temperature("gender_temperature"), bool(d.get("flip_test", False)), digest,
+                         temperature("gender_temperature"), bool(d.get("flip_test", False)), digest, ensemble,
                          {k: v for k, v in d.items() if k not in known})
 
     def to_dict(self) -> dict:
@@ -94,4 +150,6 @@ class ModelCard:
                "flip_test": self.flip_test}
         if self.tensors_sha256:
             out["tensors_sha256"] = self.tensors_sha256
+        if self.gender_ensemble is not None:
+            out["gender_ensemble"] = self.gender_ensemble.to_dict()
         return out | self.extra

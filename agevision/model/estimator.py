@@ -61,17 +61,24 @@ class Estimator:
     device: "cpu", "cuda"... (default: CUDA when available, else CPU). flip: also read each
     crop mirrored, in the same batch, and average the two readings' logits (default: as
     the model card's `flip_test` says). backend: "auto", "onnx" or "torch" (see
-    `make_runner`); `backend` and `device` say which ran.
+    `make_runner`); `backend` and `device` say which ran. ensemble: add the card's second
+    gender network (`model.gender_ensemble`), if it names one (default True); `self.ensemble`
+    is it, or None.
     """
 
     def __init__(self, weights_dir: Path | None = None, device: str | None = None, flip: bool | None = None,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", ensemble: bool = True) -> None:
         card = weights.load_card(weights_dir)
         self.card = card
         self.flip = card.flip_test if flip is None else flip
         self.input_size = card.input_size
         self.age_bins = np.asarray(card.age_bins, np.float64)
         self.age_temperature, self.gender_temperature = card.age_temperature, card.gender_temperature
+        self.ensemble = None
+        if ensemble and card.gender_ensemble is not None:
+            from agevision.model.gender_ensemble import SecondGender
+
+            self.ensemble = SecondGender(card.gender_ensemble, weights_dir)
         self.runner = make_runner(weights_dir, card, device, backend)
         self.backend = self.runner.backend
         self.device = self.runner.device  # .type: "cpu" or "cuda"
@@ -87,7 +94,7 @@ class Estimator:
         return self.runner.set_threads(n)
 
     def predict(self, crops_rgb: np.ndarray) -> Prediction:
-        """Predict N aligned crops in one forward pass.
+        """Predict N aligned crops in one forward pass (and one of the second gender network).
 
         crops_rgb: (N, S, S, 3) uint8 RGB made by `align.align_crops` at S = input_size.
         Returns a Prediction; N may be 0. Raises AgevisionError on a wrong crop shape.
@@ -99,8 +106,13 @@ class Estimator:
         if len(crops_rgb) == 0:
             empty = np.zeros(0, np.float32)
             return Prediction(empty, empty, empty, empty, np.zeros((0, len(self.age_bins)), np.float32))
+        second = self.ensemble.submit(crops_rgb) if self.ensemble is not None else None
         age_logits, gender_logit = self.logits(crops_rgb)
-        return decode(age_logits, gender_logit, self.age_temperature, self.gender_temperature, self.age_bins)
+        z = gender_logit.astype(np.float64) / self.gender_temperature
+        pred = decode(age_logits, z, self.age_temperature, 1.0, self.age_bins)
+        if second is not None:
+            pred.p_female = self.ensemble.p_female(z, pred.age, second.result())
+        return pred
 
     def predict_many(self, crops_rgb: np.ndarray, batch: int = 256) -> Prediction:
         """`predict` in batches of `batch` crops, for large sets (evaluation); same output."""

@@ -50,14 +50,24 @@ def save(model: AgeGenderNet, card: ModelCard | dict, directory: Path) -> ModelC
 
     from agevision.files import write_atomic
 
-    tensor_path, card_path = paths(directory)
+    tensor_path = paths(directory)[0]
     tensor_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     card = ModelCard.from_dict(card.to_dict() if isinstance(card, ModelCard) else card)
     card = replace(card, tensors_sha256=tensors_digest(state))
     write_atomic(tensor_path, save_bytes(state, metadata={"architecture": ARCHITECTURE}))
-    write_atomic(card_path, json.dumps(card.to_dict(), indent=2) + "\n")
+    write_card(card, directory)
     return card
+
+
+def write_card(card: ModelCard, directory: Path | None = None) -> Path:
+    """Write `card` as the card of the weights in `directory` (through a temporary file);
+    returns its path. The tensors are not touched: their checksum must still match."""
+    from agevision.files import write_atomic
+
+    card_path = paths(directory)[1]
+    write_atomic(card_path, json.dumps(card.to_dict(), indent=2) + "\n")
+    return card_path
 
 
 def files_digest(directory: Path | None = None) -> str:

@@ -22,9 +22,10 @@ from agevision.errors import AgevisionError
 from agevision.model import weights
 from agevision.model.card import ModelCard
 from agevision.model.decode import decode
+from agevision.model.gender_ensemble import combine
 from agevision.model.net import NUM_AGE_BINS, AgeGenderNet, split_logits
 from agevision.model.torch_backend import pick_device
-from agevision.training import calibration, metrics
+from agevision.training import calibration, ensemble, metrics
 from agevision.training.augment import AugmentConfig, augment
 from agevision.training.crops import cached_crops, cached_geometry
 from agevision.training.losses import loss_terms
@@ -321,13 +322,23 @@ def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _P
     """Calibration temperatures fitted on the calib faces (as they are and augmented), the
     validation figures with them, and the card that records the run."""
     calib_src = data.calib if len(data.calib.names) else data.val
-    a, g = _calibration_logits(model, calib_src, cfg, device, base)
+    a, g, crops = _calibration_logits(model, calib_src, cfg, device, base)
     reps = 1 + cfg.calib_augmented
-    age_t, gender_t = calibration.fit(a, g, np.tile(calib_src.ages, reps), np.tile(calib_src.genders, reps))
+    genders = np.tile(calib_src.genders, reps)
+    age_t, gender_t = calibration.fit(a, g, np.tile(calib_src.ages, reps), genders)
+    card = replace(base, age_temperature=age_t, gender_temperature=gender_t)
+    if len(genders):  # dlib's gender network beside ours (model.gender_ensemble)
+        read = decode(a, g, age_t, gender_t).age
+        card = ensemble.attach(card, g / gender_t, ensemble.second_logits(crops, base.input_size), genders, read)
     val_metrics = {}
     if len(data.val.names):
         a, g = predict_logits(model, data.val.crops, device, base)
-        val_metrics = metrics.summary(data.val.ages, data.val.genders, *decode(a, g, age_t, gender_t).as_tuple())
+        pred = decode(a, g, age_t, gender_t)
+        if card.gender_ensemble is not None:
+            z = combine(card.gender_ensemble, g / gender_t, ensemble.second_logits(data.val.crops, base.input_size),
+                        pred.age)
+            pred.p_female = (1 / (1 + np.exp(-z))).astype(np.float32)
+        val_metrics = metrics.summary(data.val.ages, data.val.genders, *pred.as_tuple())
     extra = {
         "input_format": "RGB uint8 crops from agevision.align.align_crops, scaled to [0,1] then normalised",
         "outputs": "101 age-bin logits (ages 0..100) then 1 gender logit (sigmoid = P(female))",
@@ -346,7 +357,7 @@ def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _P
         "device": str(device),
         "command": " ".join(["agevision", *sys.argv[1:]]) if sys.argv else "",
     }
-    return replace(base, age_temperature=age_t, gender_temperature=gender_t, extra=extra)
+    return replace(card, extra={**card.extra, **extra})
 
 
 def train(cfg: TrainConfig, console=None) -> dict:
@@ -435,9 +446,9 @@ def _turned(geoms: list, samples: list, names: list[str]) -> np.ndarray:
 
 
 def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, device: torch.device, card: ModelCard):
-    """Logits of the calibration faces as they are and `cfg.calib_augmented` augmented copies
-    (fixed seed), concatenated in that order."""
-    ages, genders = [], []
+    """(age logits, gender logits, crops) of the calibration faces as they are and
+    `cfg.calib_augmented` augmented copies (fixed seed), concatenated in that order."""
+    ages, genders, seen = [], [], []
     gen = torch.Generator().manual_seed(cfg.seed + 7)
     for rep in range(1 + cfg.calib_augmented):
         crops = data.crops
@@ -450,7 +461,8 @@ def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, devi
         a, g = predict_logits(model, crops, device, card)
         ages.append(a)
         genders.append(g)
-    return np.concatenate(ages), np.concatenate(genders)
+        seen.append(crops)
+    return np.concatenate(ages), np.concatenate(genders), np.concatenate(seen)
 
 
 class _Ema:

@@ -1,0 +1,96 @@
+"""Fit the second gender network's weight and temperature for existing weights, and write them
+into the card (`gender_ensemble`; see agevision.model.gender_ensemble).
+
+Usage: python scripts/fit_gender_ensemble.py [--weights DIR] [--dry-run]
+
+The calibration part of the card's UTKFace split, as it is and in 2 augmented copies (the
+training's augmentation, fixed seed), read by the model alone (its own temperatures kept)
+and by dlib's network; weight and temperature by maximum likelihood (`training.ensemble.fit`).
+Prints the fit and the gender accuracy of the model alone and of the ensemble on those faces
+and on the validation part. `agevision train` does the same for the weights it makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DUPLICATES, UTKFACE  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped weights/)")
+    ap.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
+    args = ap.parse_args()
+    from agevision.model import weights
+    from agevision.model.estimator import Estimator
+    from agevision.model.gender_ensemble import combine
+    from agevision.training import ensemble
+    from agevision.training.augment import augment
+    from agevision.training.crops import cached_crops
+    from agevision.training.train import TrainConfig
+    from agevision.training.utkface import load_folder, read_duplicate_groups, split
+
+    est = Estimator(args.weights, "cpu", ensemble=False)
+    card = est.card
+    seed = int(card.extra.get("training_data", {}).get("split_seed", 0))
+    parts = split(load_folder(UTKFACE), read_duplicate_groups(DUPLICATES), seed=seed)
+    cfg = TrainConfig(data_dir=UTKFACE)
+
+    def model_z(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated gender logit, read age) of the model alone."""
+        pred = est.predict_many(crops)
+        p = np.clip(pred.p_female.astype(np.float64), 1e-7, 1 - 1e-7)
+        return np.log(p / (1 - p)), pred.age
+
+    calib = parts["calib"]
+    crops0 = cached_crops([s.path for s in calib], card.input_size, REPO / ".cache").crops
+    gen = torch.Generator().manual_seed(seed + 7)  # as train's calibration draws
+    reps = [crops0]
+    for _ in range(cfg.calib_augmented):
+        out = []
+        for i in range(0, len(crops0), 256):
+            x = torch.from_numpy(crops0[i : i + 256]).permute(0, 3, 1, 2).float()
+            out.append(augment(x, gen, cfg.augment).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+        reps.append(np.concatenate(out))
+    crops = np.concatenate(reps)
+    genders = np.tile([s.gender for s in calib], len(reps))
+    (zm, ages), zs = model_z(crops), ensemble.second_logits(crops, card.input_size)
+    new = ensemble.attach(card, zm, zs, genders, ages)
+    spec = new.gender_ensemble
+    print(f"{len(genders)} calibration faces ({len(calib)} as they are, {cfg.calib_augmented} augmented copies), "
+          f"fitted on those read as {spec.min_age:g} or older: weight {spec.weight}, temperature "
+          f"{spec.temperature}; {new.extra['gender_ensemble_fit']}")
+
+    def accuracy(name: str, zm: np.ndarray, zs: np.ndarray, genders: np.ndarray, ages: np.ndarray) -> None:
+        both = combine(spec, zm, zs, ages)
+        f = genders == 1
+        for label, z in (("alone", zm), ("ensemble", both)):
+            print(f"{name:32s} {label:9s} {((z > 0) == f).mean():.1%} (women {(z[f] > 0).mean():.1%}, "
+                  f"men {(z[~f] <= 0).mean():.1%})")
+
+    n = len(calib)
+    accuracy("calibration faces as they are", zm[:n], zs[:n], genders[:n], ages[:n])
+    accuracy("calibration faces augmented", zm[n:], zs[n:], genders[n:], ages[n:])
+    val = parts["val"]
+    vcrops = cached_crops([s.path for s in val], card.input_size, REPO / ".cache").crops
+    vz, vage = model_z(vcrops)
+    vs, vg, vtrue = ensemble.second_logits(vcrops, card.input_size), np.array([s.gender for s in val]), \
+        np.array([s.age for s in val])
+    accuracy("validation faces", vz, vs, vg, vage)
+    kids = vtrue <= 12
+    accuracy("validation faces aged 0-12", vz[kids], vs[kids], vg[kids], vage[kids])
+    if not args.dry_run:
+        print(f"written: {weights.write_card(new, args.weights)}")
+
+
+if __name__ == "__main__":
+    main()
