@@ -38,6 +38,10 @@ def test_tiny_training_run_lowers_the_loss(tiny_run):
     assert card["training_data"]["split_seed"] == 0
     assert card["training_data"]["images"] == 96
     assert set(card["validation_metrics"]) >= {"age_mae", "gender_accuracy", "gender_ece", "interval_coverage"}
+    ens = card["gender_ensemble"]  # dlib's gender network fitted beside the new weights
+    assert ens["model"] == "dlib_gender_v1.onnx" and ens["min_age"] == 13.0
+    assert 0 <= ens["weight"] <= 1.5 and 0.3 <= ens["temperature"] <= 4.0
+    assert card["gender_ensemble_fit"]["faces"] >= 1
 
 
 def test_train_command_defaults_are_the_config_defaults():
@@ -68,6 +72,7 @@ def test_training_resumes_from_its_checkpoint(tiny_run):
 def test_trained_weights_load_into_the_estimator(tiny_run):
     cfg, _ = tiny_run
     est = Estimator(cfg.out_dir, device="cpu")
+    assert est.ensemble is not None  # its file found in the shipped weights folder
     pred = est.predict(np.zeros((3, est.input_size, est.input_size, 3), np.uint8))
     assert pred.age.shape == (3,) and np.all((pred.age_low <= pred.age) & (pred.age <= pred.age_high))
     assert np.allclose(pred.age_probs.sum(1), 1, atol=1e-4)

@@ -64,8 +64,10 @@ def fit(z_model: np.ndarray, z_second: np.ndarray, genders: np.ndarray) -> tuple
 def attach(card: ModelCard, z_model: np.ndarray, z_second: np.ndarray, genders: np.ndarray, ages: np.ndarray
            ) -> ModelCard:
     """`card` with its `gender_ensemble` fitted (see `fit`) on the faces whose read `ages` are
-    MIN_AGE or more, and the fit's figures in its extra."""
+    MIN_AGE or more, and the fit's figures in its extra; `card` as it is if there are none."""
     used = np.asarray(ages) >= MIN_AGE
+    if not used.any():
+        return card
     weight, temperature, figures = fit(np.asarray(z_model)[used], np.asarray(z_second)[used],
                                        np.asarray(genders)[used])
     spec = GenderEnsemble(MODEL, SHA256, region(card.input_size), weight, temperature, MIN_AGE)
