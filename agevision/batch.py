@@ -135,14 +135,19 @@ def finished(folder: Path, opts: BatchOptions) -> dict | None:
 
 
 _ESTIMATOR = None  # one model per worker process, loaded by its first video
+_IN_POOL = False  # set in the local engine's worker processes (_init_worker)
 
 
-def _worker_estimator(opts: BatchOptions):
+def _worker_estimator(opts: BatchOptions, one_thread: bool | None = None):
+    """This process's model, made once. one_thread: run it on one CPU thread (a worker beside
+    others: a pool process or a Ray actor); default: when this is a pool process."""
     global _ESTIMATOR
     if _ESTIMATOR is None:
         from agevision.model.estimator import Estimator
 
         _ESTIMATOR = Estimator(Path(opts.weights) if opts.weights else None, opts.device, backend=opts.backend)
+        if _IN_POOL if one_thread is None else one_thread:
+            _ESTIMATOR.set_threads(1)
     return _ESTIMATOR
 
 
@@ -339,9 +344,10 @@ def _run_local(todo: list, opts: BatchOptions, finish: Callable[[int, dict], Non
 
 
 def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    """A pool process: its model will run on one thread (the pool has a process per core).
+    Nothing is imported here: on the CPU path torch never is."""
+    global _IN_POOL
+    _IN_POOL = True
 
 
 def _pool_video(video: str, folder: str, opts: BatchOptions, ticks, k: int) -> dict:

@@ -33,17 +33,14 @@ class _Worker:
     """A Ray actor: one model, videos one at a time (`batch.process_video`)."""
 
     def __init__(self, opts) -> None:
-        import torch
-
-        torch.set_num_threads(1)
         self.opts = opts
         self.estimator = None
 
     def run(self, k: int, video: str, folder: str) -> tuple[int, dict]:
         from agevision.batch import _worker_estimator, process_video
 
-        if self.estimator is None:
-            self.estimator = _worker_estimator(self.opts)
+        if self.estimator is None:  # one CPU thread, as the actor asks Ray for one CPU
+            self.estimator = _worker_estimator(self.opts, one_thread=True)
         return k, process_video(video, folder, self.opts, estimator=self.estimator)
 
 

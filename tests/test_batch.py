@@ -163,3 +163,12 @@ def test_ray_engine_on_a_local_cluster_gives_the_local_records(tmp_path, monkeyp
     for name in ("LivePortrait__driving_d0", "video-retalking__face_3"):
         assert _faces(tmp_path / "ray-out" / name / "records.jsonl") == \
             _faces(tmp_path / "local-out" / name / "records.jsonl")
+
+
+def test_a_pool_worker_runs_its_model_on_one_thread_without_torch():
+    probe = ("import os, sys; os.cpu_count = lambda: 8; "  # a bigger machine: the default would be 4 threads
+             "from agevision import batch; batch._init_worker(); "
+             "est = batch._worker_estimator(batch.BatchOptions(device='cpu')); "
+             "print(est.backend, est.runner.threads, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["onnx", "1", "False"]
