@@ -117,6 +117,8 @@ def train(
     imagenet: Annotated[Path | None, typer.Option(help="torchvision mobilenet_v2-b0353104.pth")] = IMAGENET_FILE,
     no_imagenet: Annotated[bool, typer.Option("--no-imagenet", help="start from random weights, not ImageNet's")] = (
         False),
+    init: Annotated[Path | None, typer.Option(help="start from the weights in this folder (fine-tuning) instead of "
+                                               "ImageNet's")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="passes over the training faces")] = 20,
     batch_size: Annotated[int, typer.Option(min=2, help="faces per optimisation step")] = 64,
     lr: Annotated[float, typer.Option(help="peak learning rate (AdamW, cosine decay)")] = 1.5e-3,
@@ -147,7 +149,7 @@ def train(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
         lr=lr, freeze_blocks=freeze_blocks, l1_weight=l1_weight, ema_decay=ema_decay, seed=seed, limit=limit,
-        device=device, resume=resume,
+        device=device, resume=resume, init=init,
     )
     card = run(cfg, console)
     m = card["validation_metrics"]

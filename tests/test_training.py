@@ -201,3 +201,22 @@ def test_a_changed_recipe_does_not_resume_an_old_checkpoint(utkface):
     for changed in (TrainConfig(data_dir=utkface, weight_decay=1e-3), TrainConfig(data_dir=utkface, imagenet=Path("y")),
                     TrainConfig(data_dir=utkface, augment=AugmentConfig(light=0.1))):
         assert _config_key(changed, 10) != _config_key(cfg, 10)
+
+
+def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path: Path):
+    from dataclasses import replace
+
+    cfg, _ = tiny_run
+    tuned = replace(cfg, out_dir=tmp_path / "tuned", checkpoint=tmp_path / "ckpt.pt", imagenet=None,
+                    init=cfg.out_dir, epochs=1)
+    card = train(tuned, Console(quiet=True))
+    assert card["config"]["init"] == str(cfg.out_dir)
+    start, _ = weights.load(cfg.out_dir)
+    end, _ = weights.load(tuned.out_dir)
+    frozen = [k for k in start.state_dict() if k.startswith("features.0.") and "weight" in k]
+    assert frozen and all(torch.equal(start.state_dict()[k], end.state_dict()[k]) for k in frozen)
+    head = "head.weight" if "head.weight" in start.state_dict() else sorted(start.state_dict())[-2]
+    assert not torch.equal(start.state_dict()[head], end.state_dict()[head])  # and it did train
+    with pytest.raises(AgevisionError, match="another input size"):
+        train(replace(tuned, input_size=112, out_dir=tmp_path / "x", checkpoint=tmp_path / "x.pt"),
+              Console(quiet=True))

@@ -45,7 +45,8 @@ class TrainConfig:
     age prior (drawing faces by group weights shifted that prior and cost 0.7 years of
     validation MAE at epoch 7 in the first try).
     turned_boost: faces turned away (by their keypoints) are drawn up to 1 + this times as
-    often as frontal ones. augment: what the faces go through (see `AugmentConfig`).
+    often as frontal ones. init: a weights folder to start from (fine-tuning; its card must
+    have the same input size) instead of ImageNet's features. augment: what the faces go through (see `AugmentConfig`).
     calib_augmented: the calibration temperatures are fitted on the calib faces as they are
     plus this many augmented copies, so that P(female) and the age interval hold for faces
     as the wild shows them, not only for UTKFace's.
@@ -74,6 +75,7 @@ class TrainConfig:
     turned_boost: float = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     calib_augmented: int = 2
+    init: Path | None = None
     history: list = field(default_factory=list)
 
 
@@ -220,6 +222,11 @@ def _new_run(cfg: TrainConfig, n_train: int, device: torch.device) -> _Run:
             model.features.load_state_dict(imagenet_features(cfg.imagenet), strict=True)
         except RuntimeError:
             raise AgevisionError(f"{cfg.imagenet} does not hold MobileNetV2 weights") from None
+    if cfg.init is not None:
+        start, card = weights.load(cfg.init)
+        if card.input_size != cfg.input_size or len(card.age_bins) != NUM_AGE_BINS:
+            raise AgevisionError(f"--init {cfg.init}: its card has another input size or age bins")
+        model.load_state_dict(start.state_dict())
     model = model.to(memory_format=torch.channels_last)
     _set_trainable(model, cfg.freeze_blocks)
     params = [p for p in model.parameters() if p.requires_grad]
