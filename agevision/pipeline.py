@@ -39,9 +39,11 @@ if TYPE_CHECKING:  # the model (and torch) load when a processor is made, not on
 
 
 class Stopwatch:
-    """Seconds per named stage, summed over the frames; `with watch("detect"): ...` times one."""
+    """Seconds per named stage, summed over the frames; `with watch("detect"): ...` times one.
+    "detect" is finding the faces and assessing their quality (`FrameProcessor.find`), or,
+    in `run_video`, waiting for `detect_ahead` to have done so."""
 
-    STAGES = ("detect", "quality", "track", "crop+model", "smooth", "identity", "render")
+    STAGES = ("detect", "track", "crop+model", "smooth", "identity", "render")
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.STAGES, 0.0)
@@ -186,9 +188,7 @@ class FrameProcessor:
                 return followed
         if found is None:
             with self.times("detect"):
-                found = self.detector.detect(frame_bgr)
-            with self.times("quality"):
-                found.quality, found.readable = assess(frame_bgr, found, self.min_face)
+                found = self.find(frame_bgr)
         with self.times("track"):
             tracked, ended = self.tracker.update(found)
         with self.times("crop+model"):

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DUPLICATES, UTKFACE  # noqa: E402
@@ -34,9 +34,8 @@ def main() -> None:
     from agevision.model.estimator import Estimator
     from agevision.model.gender_ensemble import combine
     from agevision.training import ensemble
-    from agevision.training.augment import augment
     from agevision.training.crops import cached_crops
-    from agevision.training.train import TrainConfig
+    from agevision.training.train import TrainConfig, calibration_copies
     from agevision.training.utkface import load_folder, read_duplicate_groups, split
 
     est = Estimator(args.weights, "cpu", ensemble=False)
@@ -53,14 +52,7 @@ def main() -> None:
 
     calib = parts["calib"]
     crops0 = cached_crops([s.path for s in calib], card.input_size, REPO / ".cache").crops
-    gen = torch.Generator().manual_seed(seed + 7)  # as train's calibration draws
-    reps = [crops0]
-    for _ in range(cfg.calib_augmented):
-        out = []
-        for i in range(0, len(crops0), 256):
-            x = torch.from_numpy(crops0[i : i + 256]).permute(0, 3, 1, 2).float()
-            out.append(augment(x, gen, cfg.augment).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-        reps.append(np.concatenate(out))
+    reps = calibration_copies(crops0, replace(cfg, seed=seed))  # as train's calibration draws them
     crops = np.concatenate(reps)
     genders = np.tile([s.gender for s in calib], len(reps))
     (zm, ages), zs = model_z(crops), ensemble.second_logits(crops, card.input_size)
@@ -70,8 +62,9 @@ def main() -> None:
           f"fitted on those read as {spec.min_age:g} or older: weight {spec.weight}, temperature "
           f"{spec.temperature}; {new.extra['gender_ensemble_fit']}")
 
-    def accuracy(name: str, zm: np.ndarray, zs: np.ndarray, genders: np.ndarray, ages: np.ndarray) -> None:
-        both = combine(spec, zm, zs, ages)
+    def accuracy(name: str, zm: np.ndarray, zs: np.ndarray, genders: np.ndarray, ages: np.ndarray,
+                 rule=spec) -> None:
+        both = combine(rule, zm, zs, ages)
         f = genders == 1
         for label, z in (("alone", zm), ("ensemble", both)):
             print(f"{name:32s} {label:9s} {((z > 0) == f).mean():.1%} (women {(z[f] > 0).mean():.1%}, "
@@ -88,6 +81,7 @@ def main() -> None:
     accuracy("validation faces", vz, vs, vg, vage)
     kids = vtrue <= 12
     accuracy("validation faces aged 0-12", vz[kids], vs[kids], vg[kids], vage[kids])
+    accuracy("validation 0-12, used at every age", vz[kids], vs[kids], vg[kids], vage[kids], replace(spec, min_age=0.0))
     if not args.dry_run:
         print(f"written: {weights.write_card(new, args.weights)}")
 

@@ -22,7 +22,7 @@ from agevision.errors import AgevisionError
 from agevision.model import weights
 from agevision.model.card import ModelCard
 from agevision.model.decode import decode
-from agevision.model.gender_ensemble import combine
+from agevision.model.gender_ensemble import ensemble_p_female
 from agevision.model.net import NUM_AGE_BINS, AgeGenderNet, split_logits
 from agevision.model.torch_backend import pick_device
 from agevision.training import calibration, ensemble, metrics
@@ -342,9 +342,8 @@ def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _P
         a, g = predict_logits(model, data.val.crops, device, base)
         pred = decode(a, g, age_t, gender_t)
         if card.gender_ensemble is not None:
-            z = combine(card.gender_ensemble, g / gender_t, ensemble.second_logits(data.val.crops, base.input_size),
-                        pred.age)
-            pred.p_female = (1 / (1 + np.exp(-z))).astype(np.float32)
+            pred.p_female = ensemble_p_female(card.gender_ensemble, g / gender_t,
+                                              ensemble.second_logits(data.val.crops, base.input_size), pred.age)
         val_metrics = metrics.summary(data.val.ages, data.val.genders, *pred.as_tuple())
     extra = {
         "input_format": "RGB uint8 crops from agevision.align.align_crops, scaled to [0,1] then normalised",
@@ -452,24 +451,26 @@ def _turned(geoms: list, samples: list, names: list[str]) -> np.ndarray:
     return out
 
 
-def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, device: torch.device, card: ModelCard):
-    """(age logits, gender logits, crops) of the calibration faces as they are and
-    `cfg.calib_augmented` augmented copies (fixed seed), concatenated in that order."""
-    ages, genders, seen = [], [], []
+def calibration_copies(crops: np.ndarray, cfg: TrainConfig) -> list[np.ndarray]:
+    """The calibration crops as they are and `cfg.calib_augmented` augmented copies (fixed
+    seed from cfg.seed), each (N, S, S, 3) uint8 RGB: what calibration is fitted on."""
     gen = torch.Generator().manual_seed(cfg.seed + 7)
-    for rep in range(1 + cfg.calib_augmented):
-        crops = data.crops
-        if rep:
-            batches = []
-            for i in range(0, len(crops), 256):
-                x = augment(_to_batch(crops[i : i + 256], torch.device("cpu")), gen, cfg.augment)
-                batches.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-            crops = np.concatenate(batches)
-        a, g = predict_logits(model, crops, device, card)
-        ages.append(a)
-        genders.append(g)
-        seen.append(crops)
-    return np.concatenate(ages), np.concatenate(genders), np.concatenate(seen)
+    copies = [crops]
+    for _ in range(cfg.calib_augmented):
+        batches = []
+        for i in range(0, len(crops), 256):
+            x = augment(_to_batch(crops[i : i + 256], torch.device("cpu")), gen, cfg.augment)
+            batches.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+        copies.append(np.concatenate(batches) if batches else crops[:0])
+    return copies
+
+
+def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, device: torch.device, card: ModelCard):
+    """(age logits, gender logits, crops) of `calibration_copies` of the calibration faces,
+    concatenated in that order."""
+    crops = np.concatenate(calibration_copies(data.crops, cfg))
+    a, g = predict_logits(model, crops, device, card)
+    return a, g, crops
 
 
 class _Ema:
