@@ -32,6 +32,7 @@ from agevision.records import face_records
 from agevision.render import Renderer
 from agevision.shots import ShotCuts
 from agevision.smooth import Smoother
+from agevision.sources import put_unless_stopped
 from agevision.track import Tracker
 
 if TYPE_CHECKING:  # the model (and torch) load when a processor is made, not on import
@@ -312,24 +313,15 @@ def detect_ahead(processor: FrameProcessor, frames: Iterable[np.ndarray], depth:
     stop = threading.Event()
     first = processor.frames_done
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def work() -> None:
         try:
             for i, frame in enumerate(frames, first):
                 found = processor.find(frame) if processor.scheduled(i) else None
-                if not put((frame, found)):
+                if not put_unless_stopped(out, (frame, found), stop):
                     return
-            put(_END)
+            put_unless_stopped(out, _END, stop)
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-            put(err)
+            put_unless_stopped(out, err, stop)
 
     thread = threading.Thread(target=work, name="detect-ahead", daemon=True)
     thread.start()

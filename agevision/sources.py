@@ -20,6 +20,18 @@ from agevision.errors import AgevisionError
 _END = object()
 
 
+def put_unless_stopped(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put `item` on the bounded queue `q`, waiting for room, unless `stop` is set first (a
+    producer thread whose consumer has gone). Returns whether it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 class VideoSource:
     """Decode a video file on a background thread into a bounded queue.
 
@@ -92,12 +104,7 @@ class VideoSource:
             self._put(_END)
 
     def _put(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put_unless_stopped(self._queue, item, self._stop)
 
     def __iter__(self):
         """Yield frames in order; raises AgevisionError if the file breaks before it ends."""
