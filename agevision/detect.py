@@ -21,7 +21,9 @@ detections of the whole frame and of the tiles are merged.
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import types
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -117,6 +119,71 @@ def model_path(kind: str) -> Path:
     return path
 
 
+# Modules that `import mediapipe` runs and face detection never uses: its drawing helpers
+# (they import matplotlib.pyplot) and the Tasks API (audio devices among them). Importing
+# them took 0.45 of mediapipe's 0.65 s import here; they are loaded on first use instead.
+_UNUSED_MEDIAPIPE = {
+    "mediapipe.python.solutions.drawing_utils": "python/solutions/drawing_utils.py",
+    "mediapipe.python.solutions.drawing_styles": "python/solutions/drawing_styles.py",
+    "mediapipe.tasks": "tasks/__init__.py",
+    "mediapipe.tasks.python": "tasks/python/__init__.py",
+}
+
+
+class _Deferred(types.ModuleType):
+    """A module whose code runs on the first read of an attribute it does not have yet."""
+
+    def __getattr__(self, attr: str):
+        state = self.__dict__
+        if state.get("_agevision_running") or attr.startswith("__"):
+            raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
+        state["_agevision_running"] = True
+        self.__spec__.loader.exec_module(self)
+        return getattr(self, attr)
+
+
+def _defer_unused_mediapipe() -> list[tuple[str, types.ModuleType]]:
+    """Before mediapipe is first imported, register its unused modules (`_UNUSED_MEDIAPIPE`)
+    as `_Deferred` modules: each runs only when something reads one of its attributes, so a
+    program that does use them gets them whole. Returns (name, module) of those registered,
+    for `_bind_deferred` once mediapipe is imported; none once mediapipe is imported, or where
+    a file is not where mediapipe 0.10.21 has it."""
+    import importlib.util
+
+    if "mediapipe" in sys.modules:
+        return []
+    spec = importlib.util.find_spec("mediapipe")  # finds the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    root = Path(list(spec.submodule_search_locations)[0])
+    registered = []
+    for name, relative in _UNUSED_MEDIAPIPE.items():
+        path = root / relative
+        if not path.is_file() or name in sys.modules:
+            continue
+        package = [str(path.parent)] if path.name == "__init__.py" else None
+        module_spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=package)
+        if module_spec is None or module_spec.loader is None:
+            continue
+        module = _Deferred(name)
+        module.__spec__, module.__loader__, module.__file__ = module_spec, module_spec.loader, str(path)
+        module.__package__ = name if package else name.rpartition(".")[0]
+        if package:
+            module.__path__ = package
+        sys.modules[name] = module
+        registered.append((name, module))
+    return registered
+
+
+def _bind_deferred(registered: list[tuple[str, types.ModuleType]]) -> None:
+    """Each deferred module made an attribute of its parent package, as an import would,
+    unless the parent has set that name itself."""
+    for name, module in registered:
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules and sys.modules.get(name) is module and child not in vars(sys.modules[parent]):
+            setattr(sys.modules[parent], child, module)
+
+
 class FaceDetector:
     """BlazeFace detector; use as a context manager or call close().
 
@@ -134,7 +201,10 @@ class FaceDetector:
                  tile_size: int = 0) -> None:
         model_path(kind)  # an unknown kind or a missing model is one clear error
         with _quiet_stderr():
+            deferred = _defer_unused_mediapipe()
             from mediapipe.python.solutions.face_detection import FaceDetection
+
+            _bind_deferred(deferred)
 
             self._detector = FaceDetection(min_detection_confidence=min_score, model_selection=int(kind == "full"))
             # the graph starts, and TFLite logs its set-up, on the first picture: a blank one, here

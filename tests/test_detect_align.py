@@ -159,3 +159,28 @@ def test_tiles_add_no_faces_to_a_talking_head():
     frame = _frame("video-retalking__face_2.mp4")  # 844 x 844: tiled, one large face
     with FaceDetector("full", tile_size=768) as tiled:
         assert len(tiled.detect(frame)) == 1
+
+
+def test_mediapipe_modules_detection_does_not_use_load_on_first_use():
+    """Making a detector leaves mediapipe's drawing helpers (matplotlib) and Tasks API unrun;
+    a program that reads them still gets them whole."""
+    code = (
+        "import sys\n"
+        "from agevision.detect import FaceDetector\n"
+        "FaceDetector('short').close()\n"
+        "print('matplotlib' in sys.modules, 'mediapipe.tasks.python.vision' in sys.modules)\n"
+        "import mediapipe as mp\n"
+        "print(mp.solutions.drawing_utils.DrawingSpec().thickness, 'matplotlib.pyplot' in sys.modules)\n"
+        "from mediapipe.python.solutions import drawing_styles\n"
+        "print(callable(drawing_styles.get_default_hand_landmarks_style))\n"
+        "print(mp.tasks.vision.FaceDetector.__name__, mp.tasks.BaseOptions.__name__)\n"
+        "from mediapipe.tasks.python.vision import FaceDetectorOptions\n"
+        "print(FaceDetectorOptions.__name__)\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:5] == ["False False", "2 True", "True", "FaceDetector BaseOptions",
+                                          "FaceDetectorOptions"]
