@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import time
 import traceback
@@ -151,20 +152,26 @@ def _worker_estimator(opts: BatchOptions, one_thread: bool | None = None):
     return _ESTIMATOR
 
 
+def failed_line(video: str, folder: str, error: str | None) -> dict:
+    """The batch line of a video that failed with `error` (None: not yet known)."""
+    return {"video": video, "name": Path(folder).name, "state": "failed", "frames": 0, "people": 0, "seconds": 0.0,
+            "error": error}
+
+
 def process_video(video: str, folder: str, opts: BatchOptions,
                   progress: Callable[[int, int], None] | None = None, estimator=None) -> dict:
     """One video of the batch: its outputs into `folder`, done.json last. Returns its batch
     line; never raises for a bad video (the line says failed, with the error)."""
-    from agevision.files import write_atomic
+    from agevision.files import remove_partials, write_atomic
     from agevision.videojob import check_job, run_job
 
     video_p, folder_p = Path(video), Path(folder)
-    line = {"video": video, "name": folder_p.name, "state": "failed", "frames": 0, "people": 0, "seconds": 0.0,
-            "error": None}
+    line = failed_line(video, folder, None)
     t0 = time.perf_counter()
     try:
         folder_p.mkdir(parents=True, exist_ok=True)
         (folder_p / DONE).unlink(missing_ok=True)
+        remove_partials(folder_p)  # what a killed run of this video left
         job = job_for(video_p, folder_p, opts)
         check_job(job)
         result = run_job(job, estimator if estimator is not None else (lambda: _worker_estimator(opts)),
@@ -257,7 +264,8 @@ def run_batch(inputs: list[Path], out_dir: Path, opts: BatchOptions, engine: str
         if engine == "ray":
             from agevision.batch_ray import run_on_ray
 
-            run_on_ray(todo, opts, finish, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+            run_on_ray(todo, opts, finish, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                       frames=frames)
         elif engine == "local":
             _run_local(todo, opts, finish, frames, workers or default_workers())
         else:
@@ -337,8 +345,7 @@ def _run_local(todo: list, opts: BatchOptions, finish: Callable[[int, dict], Non
                             finish(k, f.result())
                         except BrokenProcessPool:  # a worker died (a native crash): this video fails, the rest go on
                             pending = [futures[g] for g in running]
-                            finish(k, {"video": video, "name": Path(folder).name, "state": "failed", "frames": 0,
-                                       "people": 0, "seconds": 0.0, "error": "the worker process died"})
+                            finish(k, failed_line(video, folder, "the worker process died"))
                             running = set()
                             break
 
@@ -350,14 +357,20 @@ def _init_worker() -> None:
     _IN_POOL = True
 
 
-def _pool_video(video: str, folder: str, opts: BatchOptions, ticks, k: int) -> dict:
-    last = [0.0]
+def throttled_ticks(put: Callable[[tuple[int, int]], None], k: int, every: float = 0.5) -> Callable[[int, int], None]:
+    """A `process_video` progress callback for video `k` of a batch run elsewhere (a pool
+    process, a Ray actor): `put((k, frames done))` at most once per `every` seconds, and on
+    the first frame."""
+    last = [-math.inf]
 
     def progress(n: int, total: int) -> None:
         now = time.perf_counter()
-        if now - last[0] > 0.5:
+        if now - last[0] > every:
             last[0] = now
-            ticks.put((k, n))
+            put((k, n))
 
-    return process_video(video, folder, opts, progress)
+    return progress
 
+
+def _pool_video(video: str, folder: str, opts: BatchOptions, ticks, k: int) -> dict:
+    return process_video(video, folder, opts, throttled_ticks(ticks.put, k))

@@ -30,23 +30,28 @@ def require_ray():
 
 
 class _Worker:
-    """A Ray actor: one model, videos one at a time (`batch.process_video`)."""
+    """A Ray actor: one model, videos one at a time (`batch.process_video`), frame counts put
+    on the `ticks` queue (a `ray.util.queue.Queue`) as they go."""
 
-    def __init__(self, opts) -> None:
-        self.opts = opts
+    def __init__(self, opts, ticks) -> None:
+        self.opts, self.ticks = opts, ticks
         self.estimator = None
 
     def run(self, k: int, video: str, folder: str) -> tuple[int, dict]:
-        from agevision.batch import _worker_estimator, process_video
+        from agevision.batch import _worker_estimator, process_video, throttled_ticks
 
         if self.estimator is None:  # one CPU thread, as the actor asks Ray for one CPU
             self.estimator = _worker_estimator(self.opts, one_thread=True)
-        return k, process_video(video, folder, self.opts, estimator=self.estimator)
+        progress = throttled_ticks(self.ticks.put_nowait, k)
+        return k, process_video(video, folder, self.opts, progress=progress, estimator=self.estimator)
 
 
 def run_on_ray(todo: list, opts, finish: Callable[[int, dict], None], address: str | None = None,
-               workers: int | None = None, gpus_per_worker: float = 0.0) -> None:
-    """Run the (k, video, folder) items of `todo` on Ray; `finish(k, line)` as each ends."""
+               workers: int | None = None, gpus_per_worker: float = 0.0,
+               frames: Callable[[int, int], None] | None = None) -> None:
+    """Run the (k, video, folder) items of `todo` on Ray; `finish(k, line)` as each ends,
+    `frames(k, frames done)` while it runs. A worker that dies (a native crash, its node
+    lost) fails its video and is replaced; the others go on."""
     if not todo:
         return
     ray = require_ray()
@@ -69,11 +74,44 @@ def run_on_ray(todo: list, opts, finish: Callable[[int, dict], None], address: s
         if workers is None:
             by_cpu = int(resources.get("CPU", 1))
             workers = max(1, min(by_cpu, int(resources["GPU"] / gpus_per_worker) if gpus_per_worker else by_cpu))
-        workers = min(workers, len(todo))
-        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Worker)
-        pool = ray.util.ActorPool([actor.remote(opts) for _ in range(workers)])
-        for k, line in pool.map_unordered(lambda a, item: a.run.remote(*item), todo):
-            finish(k, line)
+        _schedule(ray, todo, opts, finish, frames or (lambda k, n: None), min(workers, len(todo)), gpus_per_worker)
     finally:
         if started:
             ray.shutdown()
+
+
+def _schedule(ray, todo: list, opts, finish, frames, workers: int, gpus_per_worker: float) -> None:
+    """Hand the videos of `todo` to `workers` actors, one at a time each, reading the frame
+    queue between results."""
+    from ray.util.queue import Queue
+
+    from agevision.batch import failed_line
+
+    ticks = Queue(actor_options={"num_cpus": 0})
+    actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Worker)
+    idle = [actor.remote(opts, ticks) for _ in range(workers)]
+    pending, running = list(todo), {}
+
+    def read_ticks() -> None:
+        waiting = ticks.qsize()
+        for k, n in ticks.get_nowait_batch(waiting) if waiting else []:
+            frames(k, n)
+
+    while pending or running:
+        while idle and pending:
+            item = pending.pop(0)
+            worker = idle.pop()
+            running[worker.run.remote(*item)] = (worker, item)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=0.25)
+        read_ticks()
+        for ref in ready:
+            worker, (k, video, folder) = running.pop(ref)
+            try:
+                _, line = ray.get(ref)
+            except ray.exceptions.RayError as err:  # the actor died: this video fails, a new one goes on
+                reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                line = failed_line(video, folder, f"the Ray worker died: {reason}")
+                ray.kill(worker)
+                worker = actor.remote(opts, ticks)
+            idle.append(worker)
+            finish(k, line)

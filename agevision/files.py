@@ -70,6 +70,21 @@ def refuse_same_files(named: dict[str, Path | None]) -> None:
         seen[key] = name
 
 
+PARTIAL = ".partial"  # the ending of an `AtomicFile`'s temporary name
+
+
+def remove_partials(folder: Path) -> int:
+    """Remove the temporary files that `AtomicFile`s left in `folder` when their process was
+    killed (".NAME.XXXX.partial", plain files only; links are left alone). For folders that
+    one run owns (a batch video's). Returns how many were removed."""
+    removed = 0
+    for path in Path(folder).glob(f".*{PARTIAL}"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 class AtomicFile:
     """A unique temporary file beside `target`, moved onto it by commit().
 
@@ -82,7 +97,7 @@ class AtomicFile:
     def __init__(self, target: Path) -> None:
         self.target = check_writable(target)
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".partial", dir=self.target.parent)
+            fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=PARTIAL, dir=self.target.parent)
         except OSError as err:
             raise AgevisionError(f"cannot write {self.target}: {err.strerror}") from None
         os.close(fd)

@@ -13,7 +13,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from agevision.batch import collect_videos, output_names
+from agevision.batch import BatchOptions, collect_videos, output_names, run_batch
 from agevision.cli import app
 from agevision.errors import AgevisionError
 from tests.conftest import VIDEOS
@@ -98,8 +98,11 @@ def test_a_killed_batch_resumes_and_never_leaves_a_result_that_looks_complete(tm
     proc.wait(timeout=60)
     assert first.exists() and not (second / "done.json").exists()
     assert not (second / "records.jsonl").exists() and not (second / "people.csv").exists()  # only temporary names
+    second.mkdir(exist_ok=True)
+    (second / ".people.csv.k1ll3d.partial").write_text("a")  # as a kill leaves them, whenever it comes
     r = runner.invoke(app, ["batch", str(D0), str(AOC_1), "--out", str(out)])
     assert r.exit_code == 0, r.output
+    assert not list(second.glob(".*.partial"))  # the killed run's temporary files are gone
     lines = [json.loads(x) for x in (out / "batch.jsonl").read_text().splitlines()]
     assert [x["state"] for x in lines] == ["skipped", "done"] and lines[1]["frames"] == 200
 
@@ -153,6 +156,10 @@ def test_ray_engine_on_a_local_cluster_gives_the_local_records(tmp_path, monkeyp
         r = runner.invoke(app, ["batch", str(D0), str(AOC_2), str(bad), "--out", str(tmp_path / "ray-out"),
                                 "--engine", "ray", "--address", f"127.0.0.1:{port}"])
         assert r.exit_code == 1, r.output
+        counts = []  # the progress bar's frame counts come while a video runs, not only when it ends
+        run_batch([AOC_1], tmp_path / "ray-progress", BatchOptions(), engine="ray", address=f"127.0.0.1:{port}",
+                  on_frames=lambda done, total: counts.append((done, total)))
+        assert counts[-1] == (200, 200) and any(0 < done < 200 for done, _ in counts), counts
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
