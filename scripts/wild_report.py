@@ -10,9 +10,11 @@ labels and how each was decided are in that file), run through the pipeline as
 Per person: readings (detected frames with an estimate), the share of raw readings with the
 right gender, the median raw P(female), the share of frames whose shown label is right /
 wrong / '?', the median shown age against the documented age where there is one (error 0
-inside the documented range), and anchors missed (labelled faces not found).
+inside the documented range), the share of frames whose shown 80% age interval meets the
+documented range, and anchors missed (labelled faces not found).
 
-UTKFace part: the validation split of the model card's seed, whole and in hard slices:
+UTKFace part: the validation split of the model card's seed, whole and in hard slices (each
+with age MAE, bias and how often the 80% interval holds the true age):
 turned away (by keypoints), dark (darkest tenth of crops), and the same faces made small
 (a 24-pixel face), blurred, JPEG-compressed or dimmed; the worst ethnicity x gender group;
 and selective accuracy (gender accuracy on the faces labelled, and the share labelled).
@@ -53,6 +55,7 @@ def run_clip(estimator, path: Path) -> list[dict]:
             r = proc.process(frame)
             frames.append({"detected": r.detected, "ids": r.faces.track_ids, "boxes": r.faces.boxes,
                            "raw_age": r.raw.age, "raw_pf": r.raw.p_female, "age": r.faces.age,
+                           "age_low": r.faces.age_low, "age_high": r.faces.age_high,
                            "shown": _shown(r.faces)})
     return frames
 
@@ -109,6 +112,9 @@ def person_figures(frames: list[dict], person: dict) -> dict:
         lo, hi = person["age_range"]
         out["true_age"] = f"{lo}" if lo == hi else f"{lo}-{hi}"
         out["age_error"] = out["age"] - float(np.clip(out["age"], lo, hi))
+        held = [frames[f]["age_low"][r] <= hi and frames[f]["age_high"][r] >= lo for f, r in pairs
+                if not np.isnan(frames[f]["age"][r])]
+        out["interval_holds"] = float(np.mean(held))
     return out
 
 
@@ -150,6 +156,8 @@ def wild_totals(rows: list[dict]) -> dict:
     out["age_mae"] = float(np.mean(np.abs(aged))) if aged else float("nan")
     out["age_bias"] = float(np.mean(aged)) if aged else float("nan")
     out["aged"] = len(aged)
+    held = [r["interval_holds"] for r in people if r.get("interval_holds") is not None]
+    out["interval_holds"] = float(np.mean(held)) if held else float("nan")
     out["frames_shown_wrong"] = float(np.nanmean([r["shown_wrong"] for r in people]))
     out["raw_right"] = float(np.nanmean([r["raw_right"] for r in people]))
     return out
@@ -284,32 +292,38 @@ def print_report(rows: list[dict], totals: dict | None, utk: dict | None) -> Non
     if rows:
         t = Table(title="wild dev set: people in the shared clips (as agevision video shows them)")
         for col in ("clip", "person", "true", "readings", "raw right", "raw P(F)", "shown right", "wrong", "?",
-                    "age", "true age", "error", "missed"):
+                    "age", "true age", "error", "in int.", "missed"):
             t.add_column(col, justify="left" if col in ("clip", "person") else "right")
         for r in rows:
             if r["gender"] == "?":
                 t.add_row(r["clip"][:24], r["id"][:30], "?", "", "", "", f"shown: {r['unreadable_shown']}", "", "", "",
-                          "", "", "")
+                          "", "", "", "")
                 continue
             t.add_row(r["clip"][:24], r["id"][:30], r["gender"], str(r["readings"]), f"{r['raw_right']:.0%}",
                       f"{r['raw_pf']:.2f}", f"{r['shown_right']:.0%}", f"{r['shown_wrong']:.0%}",
                       f"{r['shown_unsure']:.0%}", f"{r['age']:.1f}", r["true_age"] or "",
-                      "" if r["age_error"] is None else f"{r['age_error']:+.1f}", f"{r['missed']}/{r['anchors']}")
+                      "" if r["age_error"] is None else f"{r['age_error']:+.1f}",
+                      "" if r.get("interval_holds") is None else f"{r['interval_holds']:.0%}",
+                      f"{r['missed']}/{r['anchors']}")
         console.print(t)
         for k in ("all", "women", "men"):
             v = totals[k]
             console.print(f"{k}: {v['right']}/{v['n']} right, {v['wrong']} wrong, {v['?']} '?', {v['missed']} missed")
         console.print(f"age (documented, {totals['aged']} people): MAE {totals['age_mae']:.1f}, "
-                      f"mean signed error {totals['age_bias']:+.1f}; frames shown wrong (mean over people) "
+                      f"mean signed error {totals['age_bias']:+.1f}, shown 80% interval meets the documented age in "
+                      f"{totals.get('interval_holds', float('nan')):.0%} of frames (mean over people); "
+                      f"frames shown wrong (mean over people) "
                       f"{totals['frames_shown_wrong']:.1%}; raw readings right {totals['raw_right']:.1%}")
     if utk:
         t = Table(title="UTKFace validation, whole and in hard slices")
-        for col in ("slice", "n", "age MAE", "bias", "gender", "women", "men", "ECE", "labelled", "acc. labelled"):
+        for col in ("slice", "n", "age MAE", "bias", "80% int.", "gender", "women", "men", "ECE", "labelled",
+                    "acc. labelled"):
             t.add_column(col, justify="left" if col == "slice" else "right")
         for name, m in utk["slices"].items():
             if "plain" in m:
                 continue
             t.add_row(name, str(m["n"]), f"{m['age_mae']:.2f}", f"{m.get('age_bias', float('nan')):+.2f}",
+                      f"{m['interval_coverage']:.1%}",
                       f"{m['gender_accuracy']:.1%}", f"{m['women']:.1%}",
                       f"{m['men']:.1%}", f"{m['gender_ece']:.3f}", f"{m['labelled']:.1%}", f"{m['selective_acc']:.1%}")
         console.print(t)
