@@ -54,7 +54,11 @@ class Smoother:
     measured) x how well it agrees with the track so far; it weighs age and gender alike.
 
     Agreement: the Bhattacharyya coefficient between the reading's age distribution and the
-    track's, to the power `agree_power`, at least `min_agree`; it counts once the track is
+    track's, to the power `agree_power`, at least `min_agree`; the power goes with the
+    model card's age temperature T, which sets how wide the readings are (for bell-shaped
+    readings whose centres differ by d, the coefficient is exp(-d^2 / (8 s^2 T))): it was 4
+    at T = 0.7764 and is 4 x 1.0092 / 0.7764 = 5.2 at the shipped 1.0092, the same agreement
+    for the same difference in age; it counts once the track is
     `warm_up` frames old (its first impression has formed). The model can be confidently
     wrong for a moment (a mouth opened wide reads 30 years young), and such readings barely
     overlap the track's distribution.
@@ -71,7 +75,7 @@ class Smoother:
     """
 
     def __init__(self, age_bins: np.ndarray, decay: float = 0.998,
-                 agree_power: float = 4.0, min_agree: float = 0.02, warm_up: int = 30,
+                 agree_power: float = 5.2, min_agree: float = 0.02, warm_up: int = 30,
                  restart_frames: int = 60) -> None:
         self.age_bins = np.asarray(age_bins, np.float64)
         self.decay = decay

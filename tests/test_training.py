@@ -220,3 +220,22 @@ def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path: Path):
     with pytest.raises(AgevisionError, match="another input size"):
         train(replace(tuned, input_size=112, out_dir=tmp_path / "x", checkpoint=tmp_path / "x.pt"),
               Console(quiet=True))
+
+
+def test_calibration_finds_the_temperatures_that_hold():
+    """Faces whose true ages spread twice as widely as the model's distributions say need an
+    age temperature of about 2 for their 80% intervals to hold; genders drawn at
+    P(female) = sigmoid(z / 1.5) give a gender temperature of about 1.5."""
+    from agevision.training import calibration
+
+    rng = np.random.default_rng(0)
+    bins = np.arange(101, dtype=np.float64)
+    centres = rng.uniform(20, 70, 4000)
+    logits = -((bins[None, :] - centres[:, None]) ** 2) / (2 * 4.0**2)  # N(centre, 4^2) at temperature 1
+    ages = centres + rng.normal(0, 4.0 * np.sqrt(2.0), len(centres))  # variance 2 x 4^2: temperature 2
+    assert abs(calibration.fit_age(logits, ages) - 2.0) < 0.15
+    assert abs(calibration.fit_age(logits, centres + rng.normal(0, 4.0, len(centres))) - 1.0) < 0.08
+    z = rng.normal(0, 4, 20000)
+    genders = (rng.uniform(size=len(z)) < 1 / (1 + np.exp(-z / 1.5))).astype(int)
+    assert abs(calibration.fit_gender(z, genders) - 1.5) < 0.12
+    assert calibration.fit(logits[:0], z[:0], ages[:0], genders[:0]) == (1.0, 1.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agevision.model.decode import decode
+from agevision.model.decode import INTERVAL, decode
 
 GRID = np.round(np.exp(np.linspace(np.log(0.3), np.log(4.0), 80)), 4)
 
@@ -23,6 +23,12 @@ def fit(
     """
     if len(ages) == 0:
         return 1.0, 1.0
+    return fit_age(age_logits, ages), fit_gender(gender_logit, genders)
+
+
+def fit_gender(gender_logit: np.ndarray, genders: np.ndarray) -> float:
+    """The gender temperature (from GRID) with the least negative log-likelihood of the true
+    genders (1 = female) of faces with these raw logits."""
     z = gender_logit.astype(np.float64)
     y = genders.astype(np.float64)
 
@@ -30,11 +36,18 @@ def fit(
         s = z / t
         return float(np.mean(np.logaddexp(0, s) - y * s))
 
-    gender_t = float(min(GRID, key=nll))
+    return float(min(GRID, key=nll))
+
+
+def fit_age(age_logits: np.ndarray, ages: np.ndarray) -> float:
+    """The age temperature (from GRID) whose central 80% intervals hold the true `ages` of
+    faces with these raw age logits most nearly 80% of the time (1.0 for no faces)."""
+    if len(ages) == 0:
+        return 1.0
+    none = np.zeros(len(ages))
 
     def coverage_gap(t: float) -> float:
-        p = decode(age_logits, gender_logit, t, 1.0)
-        return abs(float(((ages >= p.age_low) & (ages <= p.age_high)).mean()) - 0.8)
+        p = decode(age_logits, none, t, 1.0)
+        return abs(float(((ages >= p.age_low) & (ages <= p.age_high)).mean()) - INTERVAL)
 
-    age_t = float(min(GRID, key=coverage_gap))
-    return age_t, gender_t
+    return float(min(GRID, key=coverage_gap))
