@@ -145,7 +145,7 @@ class FrameProcessor:
         self.detector = face_detector or FaceDetector(detector, tile_size=tile_size)
         self.min_face = min_face
         self.tracker = Tracker()
-        self.smoother = Smoother(estimator.age_bins) if smooth else None
+        self.smoother = Smoother(estimator.age_bins, age_temperature=estimator.card.age_temperature) if smooth else None
         self.renderer = renderer or Renderer()
         self.times = Stopwatch()
         self.shots = ShotCuts()

@@ -20,6 +20,8 @@ from agevision.faces import Faces
 from agevision.labels import held_label
 from agevision.model.decode import summarize_distribution
 
+AGREE_POWER_PER_T = 4.0 / 0.7764  # the agreement power per unit of age temperature (see Smoother)
+
 
 @dataclass
 class _Sums:
@@ -54,11 +56,11 @@ class Smoother:
     measured) x how well it agrees with the track so far; it weighs age and gender alike.
 
     Agreement: the Bhattacharyya coefficient between the reading's age distribution and the
-    track's, to the power `agree_power`, at least `min_agree`; the power goes with the
-    model card's age temperature T, which sets how wide the readings are (for bell-shaped
-    readings whose centres differ by d, the coefficient is exp(-d^2 / (8 s^2 T))): it was 4
-    at T = 0.7764 and is 4 x 1.0092 / 0.7764 = 5.2 at the shipped 1.0092, the same agreement
-    for the same difference in age; it counts once the track is
+    track's, to the power `agree_power`, at least `min_agree`. The power goes with the model
+    card's `age_temperature` T, which sets how wide the readings are (for bell-shaped
+    readings whose centres differ by d, the coefficient is exp(-d^2 / (8 s^2 T))): by
+    default it is AGREE_POWER_PER_T x T (4 at T 0.7764, where it was set; 5.2 at the shipped
+    1.0092), the same agreement for the same difference in age; it counts once the track is
     `warm_up` frames old (its first impression has formed). The model can be confidently
     wrong for a moment (a mouth opened wide reads 30 years young), and such readings barely
     overlap the track's distribution.
@@ -74,11 +76,12 @@ class Smoother:
     frame to frame.
     """
 
-    def __init__(self, age_bins: np.ndarray, decay: float = 0.998,
-                 agree_power: float = 5.2, min_agree: float = 0.02, warm_up: int = 30,
-                 restart_frames: int = 60) -> None:
+    def __init__(self, age_bins: np.ndarray, decay: float = 0.998, agree_power: float | None = None,
+                 min_agree: float = 0.02, warm_up: int = 30, restart_frames: int = 60,
+                 age_temperature: float = 1.0) -> None:
         self.age_bins = np.asarray(age_bins, np.float64)
         self.decay = decay
+        agree_power = AGREE_POWER_PER_T * age_temperature if agree_power is None else agree_power
         self.agree_power, self.min_agree, self.warm_up = agree_power, min_agree, warm_up
         self.restart_frames = restart_frames
         self._states: dict[int, _State] = {}

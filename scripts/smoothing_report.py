@@ -128,7 +128,7 @@ def main() -> None:
         line = f"{clip.name:<46}{base['tracks']:>7}{base['frames']:>7}"
         cols = ""
         for d in args.decay:
-            r = replay(frames, fps, Smoother(est.age_bins, decay=d))
+            r = replay(frames, fps, Smoother(est.age_bins, decay=d, age_temperature=est.card.age_temperature))
             cols += f"{r['smooth_std']:>13.2f}{r['smooth_flips']:>6}"
             worst[d].append((r["smooth_std"], r["smooth_flips"]))
             age = r["mean_age"]
@@ -142,7 +142,7 @@ def main() -> None:
         old, young = max(seen, key=lambda c: seen[c][2]), min(seen, key=lambda c: seen[c][2])
         for d in args.decay:
             secs = swap_seconds(seen[old][0], seen[young][0], seen[old][1],
-                                lambda d=d: Smoother(est.age_bins, decay=d))
+                                lambda d=d: Smoother(est.age_bins, decay=d, age_temperature=est.card.age_temperature))
             print(f"decay {d}: tracker swap {old} ({seen[old][2]:.0f}) -> {young} ({seen[young][2]:.0f}): "
                   f"the track shows the new age after {secs:.1f} s")
 

@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from agevision.detect import FaceDetector, suppress_overlaps
 from agevision.faces import Faces
@@ -157,3 +158,20 @@ def test_shot_cuts_found_where_the_scene_changes_and_not_in_a_shaking_head():
 
     assert cuts("face_recognition__short_hamilton_clip.mp4") == [20, 82, 211]  # looked at: three new shots
     assert cuts("LivePortrait__driving_d12.mp4") == []  # a head shaking hard, one shot
+
+
+def test_agreement_is_the_same_for_the_same_age_difference_at_any_age_temperature():
+    """Readings made wider by a higher age temperature overlap more; the smoother's power
+    moves with the temperature so that a reading 12 years off a track counts as much."""
+    from agevision.model.decode import decode
+    from agevision.smooth import _overlap, _Sums
+
+    bins = np.arange(101, dtype=np.float64)
+    logits = -((bins[None, :] - np.array([[40.0], [52.0]])) ** 2) / (2 * 5.0**2)
+    agreements = []
+    for t in (0.7764, 1.0092, 1.6):
+        probs = decode(logits, np.zeros(2), t, 1.0).age_probs.astype(np.float64)
+        power = Smoother(bins, age_temperature=t).agree_power
+        agreements.append(_overlap(probs[1], _Sums(probs[0], 0.0, 1.0)) ** power)
+    assert Smoother(bins, age_temperature=0.7764).agree_power == pytest.approx(4.0)
+    assert max(agreements) / min(agreements) < 1.05, agreements
