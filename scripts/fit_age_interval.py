@@ -16,7 +16,6 @@ augmented, and on the validation part.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DUPLICATES, UTKFACE  # noqa: E402
+from common import calibration_faces, refit_arguments  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,24 +40,17 @@ def figures(age_logits: np.ndarray, ages: np.ndarray, temperature: float, bins: 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped weights/)")
-    ap.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
-    args = ap.parse_args()
+    args = refit_arguments(__doc__)
     from agevision.model import weights
     from agevision.model.decode import decode
     from agevision.model.estimator import Estimator
     from agevision.training import calibration, metrics
     from agevision.training.crops import cached_crops
-    from agevision.training.train import TrainConfig, calibration_copies
-    from agevision.training.utkface import load_folder, read_duplicate_groups, split
 
     est = Estimator(args.weights, "cpu", ensemble=False)
     card = est.card
     bins = np.asarray(card.age_bins, np.float64)
-    seed = int(card.extra.get("training_data", {}).get("split_seed", 0))
-    parts = split(load_folder(UTKFACE), read_duplicate_groups(DUPLICATES), seed=seed)
-    cfg = TrainConfig(data_dir=UTKFACE)
+    parts, reps = calibration_faces(card, REPO / ".cache")
 
     def both_logits(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         parts = [est.logits(crops[i : i + 256]) for i in range(0, len(crops), 256)]
@@ -68,8 +60,6 @@ def main() -> None:
         return both_logits(crops)[0]
 
     calib = parts["calib"]
-    crops0 = cached_crops([s.path for s in calib], card.input_size, REPO / ".cache").crops
-    reps = calibration_copies(crops0, replace(cfg, seed=seed))  # as train's calibration draws them
     logits = age_logits(np.concatenate(reps))
     ages = np.tile(np.array([s.age for s in calib], np.float64), len(reps))
     new_t = calibration.fit_age(logits, ages)

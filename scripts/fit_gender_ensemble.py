@@ -12,7 +12,6 @@ and on the validation part. `agevision train` does the same for the weights it m
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,29 +19,22 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DUPLICATES, UTKFACE  # noqa: E402
+from common import calibration_faces, refit_arguments  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped weights/)")
-    ap.add_argument("--dry-run", action="store_true", help="print the fit, write nothing")
-    args = ap.parse_args()
+    args = refit_arguments(__doc__)
     from agevision.model import weights
     from agevision.model.estimator import Estimator
     from agevision.model.gender_ensemble import combine
     from agevision.training import ensemble
     from agevision.training.crops import cached_crops
-    from agevision.training.train import TrainConfig, calibration_copies
-    from agevision.training.utkface import load_folder, read_duplicate_groups, split
 
     est = Estimator(args.weights, "cpu", ensemble=False)
     card = est.card
-    seed = int(card.extra.get("training_data", {}).get("split_seed", 0))
-    parts = split(load_folder(UTKFACE), read_duplicate_groups(DUPLICATES), seed=seed)
-    cfg = TrainConfig(data_dir=UTKFACE)
+    parts, reps = calibration_faces(card, REPO / ".cache")
 
     def model_z(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(calibrated gender logit, read age) of the model alone."""
@@ -51,14 +43,12 @@ def main() -> None:
         return np.log(p / (1 - p)), pred.age
 
     calib = parts["calib"]
-    crops0 = cached_crops([s.path for s in calib], card.input_size, REPO / ".cache").crops
-    reps = calibration_copies(crops0, replace(cfg, seed=seed))  # as train's calibration draws them
     crops = np.concatenate(reps)
     genders = np.tile([s.gender for s in calib], len(reps))
     (zm, ages), zs = model_z(crops), ensemble.second_logits(crops, card.input_size)
     new = ensemble.attach(card, zm, zs, genders, ages)
     spec = new.gender_ensemble
-    print(f"{len(genders)} calibration faces ({len(calib)} as they are, {cfg.calib_augmented} augmented copies), "
+    print(f"{len(genders)} calibration faces ({len(calib)} as they are, {len(reps) - 1} augmented copies), "
           f"fitted on those read as {spec.min_age:g} or older: weight {spec.weight}, temperature "
           f"{spec.temperature}; {new.extra['gender_ensemble_fit']}")
 
