@@ -254,7 +254,8 @@ def run_batch(inputs: list[Path], out_dir: Path, opts: BatchOptions, engine: str
 
     def finish(k: int, line: dict) -> None:
         lines[k] = line
-        frames(k, totals.get(k, 0) if line["state"] == "done" else line["frames"])
+        # a video that is over counts all its frames (the bar ends full); one that was stopped, what it did
+        frames(k, line["frames"] if line.get("error") == "interrupted" else totals.get(k, 0))
         write_lines(out_dir / "batch.jsonl", (lines[i] for i in sorted(lines)))
         if on_line:
             on_line(line)

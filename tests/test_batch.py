@@ -179,3 +179,20 @@ def test_a_pool_worker_runs_its_model_on_one_thread_without_torch():
              "print(est.backend, est.runner.threads, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["onnx", "1", "False"]
+
+
+def test_the_frames_bar_ends_full_when_a_video_fails_midway(tmp_path, monkeypatch):
+    """A video that failed after its frames were counted (its worker died) still counts as over."""
+    from agevision import batch
+
+    def dies(video, folder, opts, progress=None, estimator=None):
+        progress(10, 78)
+        return batch.failed_line(video, folder, "the worker process died")
+
+    monkeypatch.setattr(batch, "process_video", dies)
+    monkeypatch.setattr(batch, "_worker_estimator", lambda opts, one_thread=None: None)
+    monkeypatch.setattr("agevision.pipeline.share_cpu", lambda estimator: 1)
+    counts = []
+    result = run_batch([D0], tmp_path / "out", BatchOptions(), workers=1,
+                       on_frames=lambda done, total: counts.append((done, total)))
+    assert result.failed == 1 and counts[0] == (10, 78) and counts[-1] == (78, 78)
