@@ -135,7 +135,7 @@ class _Deferred(types.ModuleType):
 
     def __getattr__(self, attr: str):
         state = self.__dict__
-        if state.get("_agevision_running") or attr.startswith("__"):
+        if state.get("_agevision_running") or (attr.startswith("__") and attr != "__all__"):  # `import *` loads
             raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
         state["_agevision_running"] = True
         self.__spec__.loader.exec_module(self)

@@ -171,8 +171,8 @@ def test_mediapipe_modules_detection_does_not_use_load_on_first_use():
         "print('matplotlib' in sys.modules, 'mediapipe.tasks.python.vision' in sys.modules)\n"
         "import mediapipe as mp\n"
         "print(mp.solutions.drawing_utils.DrawingSpec().thickness, 'matplotlib.pyplot' in sys.modules)\n"
-        "from mediapipe.python.solutions import drawing_styles\n"
-        "print(callable(drawing_styles.get_default_hand_landmarks_style))\n"
+        "from mediapipe.python.solutions.drawing_styles import *\n"  # a star import runs it too
+        "print(callable(get_default_hand_landmarks_style))\n"
         "print(mp.tasks.vision.FaceDetector.__name__, mp.tasks.BaseOptions.__name__)\n"
         "from mediapipe.tasks.python.vision import FaceDetectorOptions\n"
         "print(FaceDetectorOptions.__name__)\n"
