@@ -44,6 +44,9 @@ BOX_SCALE = {"short": 1.07, "full": 1.0}
 # Tiles show the detector clutter up close (an ear, half a face beside the whole one); on
 # the shared clips such false finds scored 0.51-0.64, real small faces a median of 0.75.
 TILE_MIN_SCORE = 0.6
+# YuNet (MIT, OpenCV Zoo): proposes the faces BlazeFace missed in still photos (StillFaceFinder);
+# identity.py finds landmarks with it
+YUNET_FILE = WEIGHTS_DIR / "face_detection_yunet_2023mar_int8bq.onnx"
 
 
 @contextmanager
@@ -298,14 +301,26 @@ class StillFaceFinder:
     filling the whole photo, as in a tight crop, is missed by both models otherwise), the
     photo enlarged to 2x if it is small (faces under about 20 pixels), and last both models
     at a lower confidence (0.3) on the padded photo. The first step that finds a face wins.
+    Then the faces BlazeFace missed beside those it found (a laughing face turned away in a
+    group): YuNet (`YUNET_FILE`, a second detector, shipped for face identities) proposes
+    faces over the photo, and each one not found already is kept if BlazeFace finds it in a
+    close-up of it (`_confirmed`), so that every face has BlazeFace's box and keypoints.
     """
 
     LOW_SCORE = 0.3
     SMALL = 640  # photos with a longest side under this are also tried enlarged
+    # YuNet's confidence for a face proposal, BlazeFace's for confirming it (as for tiles). Set
+    # on frames of the shared stage and street clips: at 0.8 the faces turned away or half
+    # hidden that BlazeFace missed scored 0.80-0.91, the faces in the Royal Opera House crest
+    # 0.61-0.77 (some real far faces, 0.68-0.78, are left out with them)
+    RESCUE_SCORE = 0.8
+    YUNET_SIDE = 1280  # YuNet reads the photo shrunk to this many pixels on its longest side
+    CLOSE_UP = 256  # pixels: the width of the close-up BlazeFace confirms a proposal in
 
-    def __init__(self, kind: str = "full", tile_size: int = 0) -> None:
-        self.kind, self.tile_size = kind, tile_size
+    def __init__(self, kind: str = "full", tile_size: int = 0, rescue: bool = True) -> None:
+        self.kind, self.tile_size, self.rescue = kind, tile_size, rescue
         self._made: dict[tuple[str, float], FaceDetector] = {}
+        self._yunet = None
 
     def _detector(self, kind: str, min_score: float = 0.5) -> FaceDetector:
         key = (kind, min_score)
@@ -316,6 +331,11 @@ class StillFaceFinder:
 
     def find(self, image_bgr: np.ndarray) -> Faces:
         """Faces of one BGR photo, boxes and keypoints in its pixels (see class doc)."""
+        faces = self._blazeface(image_bgr)
+        return self._add_missed(image_bgr, faces) if self.rescue else faces
+
+    def _blazeface(self, image_bgr: np.ndarray) -> Faces:
+        """BlazeFace's faces of the photo, trying harder while it finds none (class doc)."""
         import cv2
 
         other = "short" if self.kind == "full" else "full"
@@ -341,11 +361,72 @@ class StillFaceFinder:
                 return faces
         return faces
 
+    def _add_missed(self, image_bgr: np.ndarray, faces: Faces) -> Faces:
+        """`faces` and the faces YuNet proposes that none of them covers, each confirmed by
+        BlazeFace in a close-up (`_confirmed`). Sorted by score."""
+        proposals = self._yunet_boxes(image_bgr)
+        if len(faces) and len(proposals):
+            covered = intersection(proposals, faces.boxes) / np.maximum(areas(proposals), 1e-6)[:, None]
+            proposals = proposals[covered.max(axis=1) <= 0.3]
+        found = [f for f in (self._confirmed(image_bgr, box) for box in proposals) if f is not None]
+        if not found:
+            return faces
+        return _merge(faces, found, 0.3)
+
+    def _yunet_boxes(self, image_bgr: np.ndarray) -> np.ndarray:
+        """(M, 4) boxes (x0, y0, x1, y1, photo pixels) of the faces YuNet finds at
+        RESCUE_SCORE or more, on the photo shrunk to at most YUNET_SIDE pixels a side."""
+        import cv2
+
+        h, w = image_bgr.shape[:2]
+        scale = min(1.0, self.YUNET_SIDE / max(h, w))
+        small = cv2.resize(image_bgr, (max(int(w * scale), 1), max(int(h * scale), 1)),
+                           interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
+        if self._yunet is None:
+            self._yunet = cv2.FaceDetectorYN.create(str(YUNET_FILE), "", (small.shape[1], small.shape[0]),
+                                                    self.RESCUE_SCORE)
+        self._yunet.setInputSize((small.shape[1], small.shape[0]))
+        _, found = self._yunet.detect(small)
+        if found is None:
+            return np.zeros((0, 4), np.float32)
+        xywh = found[:, :4] / scale
+        return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1).astype(np.float32)
+
+    def _confirmed(self, image_bgr: np.ndarray, box: np.ndarray) -> Faces | None:
+        """The one face BlazeFace (short-range model, made for faces this large; TILE_MIN_SCORE
+        or more) finds in a
+        close-up of `box` (the box grown by its size on every side, scaled to CLOSE_UP pixels
+        wide) whose box holds the proposal's centre, in photo pixels; None if there is none."""
+        import cv2
+
+        x0, y0, x1, y1 = (float(v) for v in box)
+        bw, bh = x1 - x0, y1 - y0
+        h, w = image_bgr.shape[:2]
+        xa, ya, xb, yb = int(max(x0 - bw, 0)), int(max(y0 - bh, 0)), int(min(x1 + bw, w)), int(min(y1 + bh, h))
+        if xb - xa < 8 or yb - ya < 8:
+            return None
+        scale = self.CLOSE_UP / (xb - xa)
+        region = cv2.resize(image_bgr[ya:yb, xa:xb], (self.CLOSE_UP, max(int(round((yb - ya) * scale)), 8)),
+                            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        found = self._detector("short").detect(region)
+        found = found.subset(found.scores >= TILE_MIN_SCORE)
+        if not len(found):
+            return None
+        found.boxes = found.boxes / scale + np.array([xa, ya, xa, ya], np.float32)
+        found.keypoints = found.keypoints / scale + np.array([xa, ya], np.float32)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        b = found.boxes
+        holds = np.flatnonzero((b[:, 0] <= cx) & (cx <= b[:, 2]) & (b[:, 1] <= cy) & (cy <= b[:, 3]))
+        if not len(holds):
+            return None
+        return found.subset(np.array([holds[np.argmax(found.scores[holds])]]))
+
     def close(self) -> None:
         """Release every detector made; safe to call twice."""
         for det in self._made.values():
             det.close()
         self._made.clear()
+        self._yunet = None
 
     def __enter__(self) -> StillFaceFinder:
         return self

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 
 from agevision.defaults import WEIGHTS_DIR
+from agevision.detect import YUNET_FILE
 from agevision.errors import AgevisionError
 from agevision.faces import LEFT_EYE, MOUTH, NOSE_TIP, RIGHT_EYE, Faces
 
 SFACE_FILE = WEIGHTS_DIR / "face_recognition_sface_2021dec_int8bq.onnx"
-YUNET_FILE = WEIGHTS_DIR / "face_detection_yunet_2023mar_int8bq.onnx"
 REGION = 0.6  # YuNet looks for the face's landmarks in its box grown by this share of its width a side
 REGION_WIDTH = 192  # pixels: the grown box is scaled to this width for YuNet
 CROP = 112  # SFace's input, pixels a side

@@ -184,3 +184,29 @@ def test_mediapipe_modules_detection_does_not_use_load_on_first_use():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("\n")[:5] == ["False False", "2 True", "True", "FaceDetector BaseOptions",
                                           "FaceDetectorOptions"]
+
+
+def test_still_photos_get_the_faces_blazeface_missed_beside_those_it_found():
+    """The older woman laughing beside the Obamas (Hamilton clip, frame 250): BlazeFace finds the
+    three faces around her; YuNet proposes her and BlazeFace confirms her in a close-up."""
+    from agevision.detect import StillFaceFinder
+
+    frame = _frame("face_recognition__short_hamilton_clip.mp4", 250)
+    with StillFaceFinder("full", rescue=False) as plain, StillFaceFinder("full") as still:
+        before, after = plain.find(frame), still.find(frame)
+    centres = (after.boxes[:, :2] + after.boxes[:, 2:]) / 2
+    her = np.linalg.norm(centres - [205, 130], axis=1) < 25
+    assert len(before) == 3 and len(after) == 4 and her.sum() == 1
+    assert not (np.linalg.norm((before.boxes[:, :2] + before.boxes[:, 2:]) / 2 - [205, 130], axis=1) < 25).any()
+    b = after.boxes[her][0]
+    assert 60 < b[2] - b[0] < 110  # a face-sized box, with BlazeFace's keypoints inside it
+    k = after.keypoints[her][0]
+    assert ((k[:4, 0] > b[0]) & (k[:4, 0] < b[2]) & (k[:4, 1] > b[1]) & (k[:4, 1] < b[3])).all()
+
+
+def test_the_still_search_adds_no_face_to_a_talking_head():
+    from agevision.detect import StillFaceFinder
+
+    with StillFaceFinder("full") as still:
+        for clip in ("LivePortrait__driving_d0.mp4", "SadTalker__WDA_KatieHill_000.mp4", "video-retalking__face_5.mp4"):
+            assert len(still.find(_frame(clip, 20))) == 1, clip
