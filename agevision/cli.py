@@ -504,7 +504,8 @@ def report(
 def image(
     paths: Annotated[list[Path], typer.Argument(help="image files, folders of images, or glob patterns",
                                                 show_default=False)],
-    out: Annotated[Path | None, typer.Option(help="folder for annotated copies")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for annotated copies (or, for one image, the copy: "
+                                                  "annotated.png / .jpg)")] = None,
     json: Annotated[Path | None, typer.Option("--json", help="JSONL with one record per face")] = None,
     crops: Annotated[bool, typer.Option(help="each image is already a cropped face: no detection")] = False,
     detector: DetectorOpt = None,

@@ -120,6 +120,11 @@ def _output_name(path: Path, taken: set[str]) -> str:
     return name
 
 
+def _names_a_picture(path: Path) -> bool:
+    """Whether `--out` names a picture file (an image suffix, and not a folder that exists)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir()
+
+
 def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | None, crops: bool, detector: str,
                     min_face: int, weights: Path | None, device: str | None, console, tile_size: int = 0,
                     backend: str = "auto") -> int:
@@ -128,8 +133,9 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     paths: files, folders or glob patterns (see `expand_inputs`). backend: see
     `model.estimator.make_runner`. tile_size: see
     `detect.FaceDetector`. Annotated copies go into `out_dir` (made when the first is
-    written) as PNGs named after their inputs; records into `json_path`, written only if the
-    run finds a face.
+    written) as PNGs named after their inputs; an `out_dir` named like a picture
+    (`annotated.jpg`, not an existing folder) is the one input's copy itself, in that format.
+    Records go into `json_path`, written only if the run finds a face.
 
     Returns the number of faces. Raises AgevisionError when no image could be read or no
     face was found at all (nothing is then left behind); single bad files are reported and
@@ -142,13 +148,20 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
     from agevision.render import Renderer, face_label
     from agevision.sinks import JsonlWriter
 
+    files = expand_inputs(paths) if out_dir is not None and _names_a_picture(out_dir) else None
+    out_file = None
+    if files is not None:  # `--out annotated.png`: one input's copy, in the format its name says
+        if len(files) != 1:
+            raise AgevisionError(f"--out {out_dir} names a picture, but {len(files)} images were given: give a "
+                                 f"folder for their annotated copies")
+        out_file, out_dir = check_writable(out_dir), None
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise AgevisionError(f"--out {out_dir} is a file, not a folder")
         check_folder_writable(out_dir, "--out")
     if json_path is not None:
         check_writable(json_path)
-    files = expand_inputs(paths)
+    files = expand_inputs(paths) if files is None else files
     if not files:
         raise AgevisionError(f"no images in {', '.join(str(p) for p in paths)}")
     first = read_bgr(files[0]) if len(files) == 1 else None  # the one input's error before the model loads
@@ -187,12 +200,15 @@ def annotate_images(paths: list[Path], out_dir: Path | None, json_path: Path | N
             total += len(faces)
             if jw is not None:
                 jw.write(face_records(faces, 0, 0.0, source=str(path)))
-            if out_dir is not None and len(faces):
-                out_dir.mkdir(parents=True, exist_ok=True)
-                ok, png = cv2.imencode(".png", renderer.draw(image.copy(), faces))
+            if (out_dir is not None or out_file is not None) and len(faces):
+                target = out_file
+                if target is None:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    target = out_dir / _output_name(path, names)
+                ok, encoded = cv2.imencode(target.suffix.lower(), renderer.draw(image.copy(), faces))
                 if not ok:
-                    raise AgevisionError(f"cannot encode the annotated copy of {path}")
-                written.append(write_atomic(out_dir / _output_name(path, names), png.tobytes()))
+                    raise AgevisionError(f"cannot encode the annotated copy of {path} as {target.suffix}")
+                written.append(write_atomic(target, encoded.tobytes()))
         if readable == 0:
             raise AgevisionError("none of the images could be read")
         if total == 0:

@@ -247,6 +247,23 @@ def test_image_reads_folders_and_globs_and_keeps_same_named_inputs_apart(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["face-2.png", "face.png"]  # neither overwrote the other
 
 
+def test_image_out_named_like_a_picture_is_that_picture(tmp_path, utkface):
+    import cv2
+
+    face = sorted(utkface.glob("30_1_0_*"))[0]
+    r = runner.invoke(app, ["image", str(face), "--out", str(tmp_path / "annotated.jpg")])
+    assert r.exit_code == 0, r.output
+    copy = cv2.imread(str(tmp_path / "annotated.jpg"))
+    assert (tmp_path / "annotated.jpg").read_bytes()[:2] == b"\xff\xd8" and copy.shape == cv2.imread(str(face)).shape
+    other = sorted(utkface.glob("40_0_0_*"))[0]
+    r = runner.invoke(app, ["image", str(face), str(other), "--out", str(tmp_path / "two.png")])
+    assert r.exit_code == 1 and "give a folder" in r.output and not (tmp_path / "two.png").exists()
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    r = runner.invoke(app, ["image", str(blank), "--out", str(tmp_path / "none.png")])
+    assert r.exit_code == 1 and not (tmp_path / "none.png").exists()
+
+
 def test_a_failed_image_run_leaves_nothing_behind(tmp_path):
     blank = tmp_path / "blank.png"
     import cv2
