@@ -44,6 +44,9 @@ BOX_SCALE = {"short": 1.07, "full": 1.0}
 # Tiles show the detector clutter up close (an ear, half a face beside the whole one); on
 # the shared clips such false finds scored 0.51-0.64, real small faces a median of 0.75.
 TILE_MIN_SCORE = 0.6
+# MediaPipe's short-range graph aborts the process on a picture 40,000 pixels long (30,000
+# passes; an 8 x 20,000 photo padded for the still search is one): longer ones are shrunk
+MAX_SIDE = 16384
 # YuNet (MIT, OpenCV Zoo): proposes the faces BlazeFace missed in still photos (StillFaceFinder);
 # identity.py finds landmarks with it
 YUNET_FILE = WEIGHTS_DIR / "face_detection_yunet_2023mar_int8bq.onnx"
@@ -245,9 +248,19 @@ class FaceDetector:
         return _merge(parts[0], parts[1:], self.max_overlap)
 
     def _detect_whole(self, frame_bgr: np.ndarray) -> Faces:
-        """MediaPipe on the whole of `frame_bgr`, boxes harmonised, double detections dropped."""
+        """MediaPipe on the whole of `frame_bgr`, boxes harmonised, double detections dropped;
+        a picture longer than MAX_SIDE is searched shrunk to that size."""
         import cv2
 
+        h, w = frame_bgr.shape[:2]
+        if max(h, w) > MAX_SIDE:
+            scale = MAX_SIDE / max(h, w)
+            small = cv2.resize(frame_bgr, (max(round(w * scale), 1), max(round(h * scale), 1)),
+                               interpolation=cv2.INTER_AREA)
+            found = self._detect_whole(small)
+            found.boxes /= scale
+            found.keypoints /= scale
+            return found
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)  # contiguous, and far faster than [..., ::-1]
         if frame_bgr.shape not in self._shapes_seen:  # the native side logs its set-up per input size
             with _quiet_stderr():

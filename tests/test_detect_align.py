@@ -210,3 +210,16 @@ def test_the_still_search_adds_no_face_to_a_talking_head():
     with StillFaceFinder("full") as still:
         for clip in ("LivePortrait__driving_d0.mp4", "SadTalker__WDA_KatieHill_000.mp4", "video-retalking__face_5.mp4"):
             assert len(still.find(_frame(clip, 20))) == 1, clip
+
+
+def test_a_picture_too_long_for_mediapipe_is_searched_shrunk(face_image):
+    """MediaPipe's short-range graph aborts the process on a picture 40,000 pixels long; such a
+    picture is searched shrunk as a whole (no abort), and its face is found in the tiles."""
+    face = cv2.resize(face_image, (600, 600))
+    strip = np.zeros((600, 40000, 3), np.uint8)
+    strip[:, 30000:30600] = face
+    with FaceDetector("short", tile_size=768) as det:
+        faces = det.detect(strip)
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces.boxes[0]
+    assert 30000 < x0 < x1 < 30600 and 0 <= y0 < y1 <= 600
