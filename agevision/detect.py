@@ -393,6 +393,8 @@ class StillFaceFinder:
 
         h, w = image_bgr.shape[:2]
         scale = min(1.0, self.YUNET_SIDE / max(h, w))
+        if min(h, w) * scale < 16:  # no face fits (and YuNet gives NaN boxes on a strip)
+            return np.zeros((0, 4), np.float32)
         small = cv2.resize(image_bgr, (max(int(w * scale), 1), max(int(h * scale), 1)),
                            interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
         if self._yunet is None:
@@ -402,6 +404,7 @@ class StillFaceFinder:
         _, found = self._yunet.detect(small)
         if found is None:
             return np.zeros((0, 4), np.float32)
+        found = found[np.isfinite(found[:, :4]).all(axis=1)]
         xywh = found[:, :4] / scale
         return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], axis=1).astype(np.float32)
 

@@ -223,3 +223,12 @@ def test_a_picture_too_long_for_mediapipe_is_searched_shrunk(face_image):
     assert len(faces) == 1
     x0, y0, x1, y1 = faces.boxes[0]
     assert 30000 < x0 < x1 < 30600 and 0 <= y0 < y1 <= 600
+
+
+@pytest.mark.parametrize("shape", [(2, 9000, 3), (9000, 3, 3), (1, 1, 3)])
+def test_the_still_search_finds_nothing_in_a_strip_and_says_so(shape):
+    """YuNet gives NaN boxes on a strip a pixel or two high; the still search skips it."""
+    from agevision.detect import StillFaceFinder
+
+    with StillFaceFinder("full", tile_size=768) as still:
+        assert len(still.find(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))) == 0
