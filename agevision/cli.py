@@ -148,9 +148,9 @@ def train(
     if init is not None:  # before the crops are made: a wrong folder is said at once
         from agevision.model.weights import load_card
 
-        if load_card(init).input_size != input_size:
-            raise AgevisionError(f"--init {init}: its weights take {load_card(init).input_size} px crops, "
-                                 f"not --input-size {input_size}")
+        init_size = load_card(init).input_size
+        if init_size != input_size:
+            raise AgevisionError(f"--init {init}: its weights take {init_size} px crops, not --input-size {input_size}")
     cfg = TrainConfig(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,

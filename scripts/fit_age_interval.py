@@ -42,10 +42,10 @@ def figures(age_logits: np.ndarray, ages: np.ndarray, temperature: float, bins: 
 def main() -> None:
     args = refit_arguments(__doc__)
     from agevision.model import weights
-    from agevision.model.decode import decode
     from agevision.model.estimator import Estimator
-    from agevision.training import calibration, metrics
+    from agevision.training import calibration
     from agevision.training.crops import cached_crops
+    from agevision.training.train import card_metrics
 
     est = Estimator(args.weights, "cpu", ensemble=False)
     card = est.card
@@ -56,18 +56,16 @@ def main() -> None:
         parts = [est.logits(crops[i : i + 256]) for i in range(0, len(crops), 256)]
         return np.concatenate([a for a, _ in parts]), np.concatenate([g for _, g in parts])
 
-    def age_logits(crops: np.ndarray) -> np.ndarray:
-        return both_logits(crops)[0]
-
     calib = parts["calib"]
-    logits = age_logits(np.concatenate(reps))
+    logits = both_logits(np.concatenate(reps))[0]
     ages = np.tile(np.array([s.age for s in calib], np.float64), len(reps))
     new_t = calibration.fit_age(logits, ages)
     n = len(calib)
     print(f"{len(ages)} calibration faces ({n} as they are, {len(reps) - 1} augmented copies): age temperature "
           f"{card.age_temperature} -> {new_t}")
     val = parts["val"]
-    vlogits, vgender = both_logits(cached_crops([s.path for s in val], card.input_size, REPO / ".cache").crops)
+    vcrops = cached_crops([s.path for s in val], card.input_size, REPO / ".cache").crops
+    vlogits, vgender = both_logits(vcrops)
     vages = np.array([s.age for s in val], np.float64)
     for name, z, truth in (("calibration faces as they are", logits[:n], ages[:n]),
                            ("calibration faces augmented", logits[n:], ages[n:]),
@@ -75,13 +73,13 @@ def main() -> None:
         for label, t in (("now", card.age_temperature), ("refitted", new_t)):
             print(f"{name:30s} {label:9s} T {t:.4f}: {figures(z, truth, t, bins)}")
     if not args.dry_run:
-        fit = {"on": "calibration faces, as they are and augmented", "faces": int(len(ages)),
-               "was": card.age_temperature}
-        p = decode(vlogits, vgender, new_t, card.gender_temperature, bins)  # the model alone, as train measures it
-        measured = metrics.summary(vages, np.array([s.gender for s in val]), p.age, p.age_low, p.age_high, p.p_female)
+        was = card.extra.get("age_temperature_fit", {}).get("was", card.age_temperature)  # before any refit
+        fit = {"on": "calibration faces, as they are and augmented", "faces": int(len(ages)), "was": was}
+        new = replace(card, age_temperature=new_t)
+        measured = card_metrics(new, vlogits, vgender, vcrops, vages, np.array([s.gender for s in val]))
         extra = {**card.extra, "age_temperature_fit": fit,
                  "validation_metrics": {**card.extra.get("validation_metrics", {}), **measured}}
-        new = replace(card, age_temperature=new_t, extra=extra)
+        new = replace(new, extra=extra)
         print(f"written: {weights.write_card(new, args.weights)}")
 
 

@@ -10,6 +10,7 @@ into a card. Used by `agevision train` for new weights and by
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -37,11 +38,17 @@ def region(input_size: int) -> tuple[int, int, int, int]:
     return tuple(round(v * input_size / 112) for v in REGION_112)
 
 
-def second_logits(crops_rgb: np.ndarray, input_size: int) -> np.ndarray:
-    """dlib's gender logit of (N, S, S, 3) crops, in batches; the shipped model file."""
+@functools.lru_cache(maxsize=2)
+def _second(input_size: int):
+    """The shipped second gender network for crops of `input_size` pixels, loaded once."""
     from agevision.model.gender_ensemble import SecondGender
 
-    net = SecondGender(GenderEnsemble(MODEL, SHA256, region(input_size), 1.0, 1.0))
+    return SecondGender(GenderEnsemble(MODEL, SHA256, region(input_size), 1.0, 1.0))
+
+
+def second_logits(crops_rgb: np.ndarray, input_size: int) -> np.ndarray:
+    """dlib's gender logit of (N, S, S, 3) crops, in batches; the shipped model file."""
+    net = _second(input_size)
     return np.concatenate([net.logits(crops_rgb[i : i + 256]) for i in range(0, len(crops_rgb), 256)] or [np.zeros(0)])
 
 

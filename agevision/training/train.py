@@ -324,6 +324,20 @@ def _epoch(run: _Run, cfg: TrainConfig, data: _Parts, card: ModelCard, device: t
     run.epoch += 1
 
 
+def card_metrics(card: ModelCard, age_logits: np.ndarray, gender_logits: np.ndarray, crops: np.ndarray,
+                 ages: np.ndarray, genders: np.ndarray) -> dict:
+    """`metrics.summary` of labelled faces read as agevision reads them with `card`: its
+    temperatures, and its second gender network (on `crops`) where it has one. The card's
+    `validation_metrics` are this on the validation faces."""
+    pred = decode(age_logits, gender_logits, card.age_temperature, card.gender_temperature,
+                  np.asarray(card.age_bins, np.float64))
+    if card.gender_ensemble is not None:
+        z = gender_logits.astype(np.float64) / card.gender_temperature
+        pred.p_female = ensemble_p_female(card.gender_ensemble, z, ensemble.second_logits(crops, card.input_size),
+                                          pred.age)
+    return metrics.summary(ages, genders, *pred.as_tuple())
+
+
 def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _Parts, history: list,
                 started: float, device: torch.device) -> ModelCard:
     """Calibration temperatures fitted on the calib faces (as they are and augmented), the
@@ -340,11 +354,7 @@ def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _P
     val_metrics = {}
     if len(data.val.names):
         a, g = predict_logits(model, data.val.crops, device, base)
-        pred = decode(a, g, age_t, gender_t)
-        if card.gender_ensemble is not None:
-            pred.p_female = ensemble_p_female(card.gender_ensemble, g / gender_t,
-                                              ensemble.second_logits(data.val.crops, base.input_size), pred.age)
-        val_metrics = metrics.summary(data.val.ages, data.val.genders, *pred.as_tuple())
+        val_metrics = card_metrics(card, a, g, data.val.crops, data.val.ages, data.val.genders)
     extra = {
         "input_format": "RGB uint8 crops from agevision.align.align_crops, scaled to [0,1] then normalised",
         "outputs": "101 age-bin logits (ages 0..100) then 1 gender logit (sigmoid = P(female))",
