@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 import time
 import traceback
@@ -362,7 +361,7 @@ def throttled_ticks(put: Callable[[tuple[int, int]], None], k: int, every: float
     """A `process_video` progress callback for video `k` of a batch run elsewhere (a pool
     process, a Ray actor): `put((k, frames done))` at most once per `every` seconds, and on
     the first frame."""
-    last = [-math.inf]
+    last = [float("-inf")]
 
     def progress(n: int, total: int) -> None:
         now = time.perf_counter()
