@@ -376,11 +376,12 @@ def batch(
     device: DeviceOpt = None,
     backend: BackendOpt = "auto",
 ) -> None:
-    """Many videos into one folder: records.jsonl and people.csv per video (annotated.mp4 with
-    --video), batch.jsonl with a line per video, report.html over all.
+    """Many videos into one folder, each with its records and people; a report over all.
 
-    A rerun skips the videos already done; a video that fails is recorded and the others go
-    on (exit status 1 if any failed). Ctrl-C stops after the videos in progress.
+    Per video, in OUT/<name>/: records.jsonl and people.csv (annotated.mp4 with --video); in
+    OUT: batch.jsonl, a line per video, and report.html over all. A rerun skips the videos
+    already done; a video that fails is recorded and the others go on (exit status 1 if any
+    failed). Ctrl-C stops after the videos in progress.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -479,10 +480,10 @@ def report(
                                              "many seconds are left out as likely false detections")] = MIN_TRACK,
     csv: Annotated[Path | None, typer.Option(help="also write the people table as CSV")] = None,
 ) -> None:
-    """One self-contained HTML page about the people in a video: a table with thumbnails, the
-    age histogram by gender, the gender split with its uncertainty, people on screen over time.
+    """One self-contained HTML page about the people in a video's records.
 
-    The page embeds its images and opens offline.
+    A table with thumbnails, the age histogram by gender, the gender split with its
+    uncertainty, people on screen over time. The page embeds its images and opens offline.
     """
     from agevision.people import attach_thumbnails_from_video, summarize_file, write_people_csv
     from agevision.report import write_report
@@ -530,9 +531,10 @@ def export(
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset")] = 17,
     weights: WeightsOpt = None,
 ) -> None:
-    """Export the model to ONNX (dynamic batch, the card's input size), checked against
-    PyTorch on real face crops. `--backend onnx` (and the CPU default) runs the export
-    found beside the weights as agegender.onnx."""
+    """Export the model to ONNX, checked against PyTorch on real face crops.
+
+    Dynamic batch, the card's input size. `--backend onnx` (and the CPU default) runs the
+    export found beside the weights as agegender.onnx."""
     from agevision.files import check_writable, refuse_same_files
     from agevision.model import onnx_backend
 
