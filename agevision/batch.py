@@ -360,7 +360,7 @@ def _init_worker() -> None:
 def throttled_ticks(put: Callable[[tuple[int, int]], None], k: int, every: float = 0.5) -> Callable[[int, int], None]:
     """A `process_video` progress callback for video `k` of a batch run elsewhere (a pool
     process, a Ray actor): `put((k, frames done))` at most once per `every` seconds, and on
-    the first frame."""
+    the first call (`run_job` makes it with 0 frames once the video is open)."""
     last = [float("-inf")]
 
     def progress(n: int, total: int) -> None:

@@ -327,13 +327,20 @@ def video(
     check_job(job)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task(input.name, total=None, fps="--")
+    bar = Progress(*columns, console=console)  # shown once the video is open: a bad file gets its error line alone
+    task = None
 
-        def progress(n, total, fps):
-            bar.update(task, completed=n, total=total or None, fps=f"{fps:.1f}" if fps else "--")
+    def progress(n, total, fps):
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(input.name, total=None, fps="--")
+        bar.update(task, completed=n, total=total or None, fps=f"{fps:.1f}" if fps else "--")
 
+    try:
         result = run_job(job, lambda: _estimator(weights, device, backend), progress)
+    finally:
+        bar.stop()
     what = ", ".join(str(p) for p in (out, json, summary, save_embeddings) if p)
     msg = f"{result.frames} frames, {result.faces} face boxes, {result.fps:.1f} FPS" + (f" -> {what}" if what else "")
     if result.summary is not None:

@@ -120,6 +120,8 @@ def run_job(job: VideoJob, estimator, progress: Callable[[int, int, float | None
         header = video_header(named, src.width, src.height, src.fps, src.frame_count, smoothed=not o.raw,
                               detect_every=o.detect_every, identities=job.identify)
         header.update(header_extra or {})
+        if progress is not None:  # the video is open: its bar can show while the model loads
+            progress(0, src.frame_count, None)
         with ExitStack() as outputs:
             if callable(estimator):  # the model loads (torch imports) while the detector starts
                 from concurrent.futures import ThreadPoolExecutor

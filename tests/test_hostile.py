@@ -333,3 +333,15 @@ def test_a_full_disk_is_one_error_line_and_leaves_nothing(tmp_path):
             assert list(full.iterdir()) == [], list(full.iterdir())  # no partial output, no temporary file
     finally:
         subprocess.run(["umount", str(full)], capture_output=True)
+
+
+def test_a_file_that_is_not_a_video_is_one_error_line_and_no_bar(tmp_path):
+    """The progress bar starts once the video is open: a bad file shows its error line alone."""
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("hello")
+    r = subprocess.run([sys.executable, "-m", "agevision", "video", str(notes), "--out", str(tmp_path / "o.mp4")],
+                       capture_output=True, text=True, timeout=300)
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {notes} is not a readable video"), lines
+    assert list(tmp_path.iterdir()) == [notes]
