@@ -16,7 +16,7 @@ documented range, and anchors missed (labelled faces not found).
 UTKFace part: the validation split of the model card's seed, whole and in hard slices (each
 with age MAE, bias and how often the 80% interval holds the true age):
 turned away (by keypoints), dark (darkest tenth of crops), and the same faces made small
-(a 24-pixel face), blurred, JPEG-compressed or dimmed; the worst ethnicity x gender group;
+(a 24-pixel face), blurred, JPEG-compressed, dimmed or noisy (sensor noise); the worst ethnicity x gender group;
 and selective accuracy (gender accuracy on the faces labelled, and the share labelled).
 """
 
@@ -196,7 +196,8 @@ def utkface(estimator) -> dict:
               "dark (darkest 10%)": (base, luminance <= np.quantile(luminance, 0.1)),
               "ages 0-12": (base, ages <= 12)}
     for name, change in (("small (24 px face)", _small), ("blurred (sigma 2)", _blur),
-                         ("JPEG quality 20", _jpeg), ("dim (gamma 1.6, 40%)", _dim)):
+                         ("JPEG quality 20", _jpeg), ("dim (gamma 1.6, 40%)", _dim),
+                         ("noisy (sigma 6)", _noisy)):
         slices[name] = (predict(np.stack([change(c) for c in crops])), np.ones(len(val), bool))
     slices["H.264 CRF 30 (video)"] = (predict(_h264(crops, 30)), np.ones(len(val), bool))
     slices["H.264, ages 30-60"] = (slices["H.264 CRF 30 (video)"][0], (ages >= 30) & (ages <= 60))
@@ -278,6 +279,13 @@ def _blur(c: np.ndarray) -> np.ndarray:
 def _jpeg(c: np.ndarray) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", c[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 20])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+
+def _noisy(c: np.ndarray) -> np.ndarray:
+    """Sensor noise as a webcam gives it in dim light: Gaussian, sigma 6 grey levels (the same
+    draw for the same crop, run to run)."""
+    rng = np.random.default_rng(int(c[::7, ::7].sum()))
+    return np.clip(c + rng.normal(0, 6, c.shape), 0, 255).astype(np.uint8)
 
 
 def _dim(c: np.ndarray) -> np.ndarray:
