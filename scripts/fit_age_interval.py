@@ -76,7 +76,7 @@ def main() -> None:
         was = card.extra.get("age_temperature_fit", {}).get("was", card.age_temperature)  # before any refit
         fit = {"on": "calibration faces, as they are and augmented", "faces": int(len(ages)), "was": was}
         new = replace(card, age_temperature=new_t)
-        measured = card_metrics(new, vlogits, vgender, vcrops, vages, np.array([s.gender for s in val]))
+        measured = card_metrics(new, vlogits, vgender, est.prepare(vcrops), vages, np.array([s.gender for s in val]))
         extra = {**card.extra, "age_temperature_fit": fit,
                  "validation_metrics": {**card.extra.get("validation_metrics", {}), **measured}}
         new = replace(new, extra=extra)

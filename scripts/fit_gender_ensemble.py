@@ -37,7 +37,8 @@ def main() -> None:
     parts, reps = calibration_faces(card, REPO / ".cache")
 
     def model_z(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(calibrated gender logit, read age) of the model alone."""
+        """(calibrated gender logit, read age) of the model alone (`predict_many` reads the
+        crops after `est.prepare`; the second network is given them so below)."""
         pred = est.predict_many(crops)
         p = np.clip(pred.p_female.astype(np.float64), 1e-7, 1 - 1e-7)
         return np.log(p / (1 - p)), pred.age
@@ -45,7 +46,7 @@ def main() -> None:
     calib = parts["calib"]
     crops = np.concatenate(reps)
     genders = np.tile([s.gender for s in calib], len(reps))
-    (zm, ages), zs = model_z(crops), ensemble.second_logits(crops, card.input_size)
+    (zm, ages), zs = model_z(crops), ensemble.second_logits(est.prepare(crops), card.input_size)
     new = ensemble.attach(card, zm, zs, genders, ages)
     spec = new.gender_ensemble
     print(f"{len(genders)} calibration faces ({len(calib)} as they are, {len(reps) - 1} augmented copies), "
@@ -66,7 +67,7 @@ def main() -> None:
     val = parts["val"]
     vcrops = cached_crops([s.path for s in val], card.input_size, REPO / ".cache").crops
     vz, vage = model_z(vcrops)
-    vs, vg, vtrue = ensemble.second_logits(vcrops, card.input_size), np.array([s.gender for s in val]), \
+    vs, vg, vtrue = ensemble.second_logits(est.prepare(vcrops), card.input_size), np.array([s.gender for s in val]), \
         np.array([s.age for s in val])
     accuracy("validation faces", vz, vs, vg, vage)
     kids = vtrue <= 12

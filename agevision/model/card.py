@@ -69,14 +69,46 @@ class GenderEnsemble:
 
 
 @dataclass(frozen=True)
+class Denoise:
+    """Which crops are blurred before the network reads them, and how much (`model.denoise`).
+
+    above: crops whose noise level (`denoise.noise_levels`, grey levels) is above this are
+    blurred. scale: the blur's sigma in pixels is this times the square root of the level.
+    The defaults are the rule `agevision train` writes: fitted on UTKFace validation faces
+    with added noise (`scripts/wild_report.py`'s noisy slice), above the levels of clean,
+    compressed and video crops.
+    """
+
+    above: float = 1.5
+    scale: float = 0.4
+
+    @staticmethod
+    def from_dict(d: object, where: str) -> Denoise:
+        """A checked entry from the card's `denoise` dict; AgevisionError if wrong."""
+        if not isinstance(d, dict):
+            raise AgevisionError(f"{where}: denoise must be an object")
+        values = {}
+        for name, lo, hi in (("above", 0.0, 255.0), ("scale", 0.0, 10.0)):
+            v = d.get(name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+                raise AgevisionError(f"{where}: denoise {name} must be a number from {lo} to {hi}")
+            values[name] = float(v)
+        return Denoise(**values)
+
+    def to_dict(self) -> dict:
+        return {"above": self.above, "scale": self.scale}
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """architecture: the network's name. input_size: crop side in pixels. mean, std: per RGB
     channel, on [0, 1] pixels. age_bins: the age of each age output. age_temperature,
     gender_temperature: calibration (logits are divided by them). flip_test: read each crop
     mirrored too and average. tensors_sha256: checksum of the weights' tensors (see
     `weights.tensors_digest`), None on cards older than it. gender_ensemble: a second
-    gender network read beside this one (`GenderEnsemble`), or None. extra: the rest of the
-    card."""
+    gender network read beside this one (`GenderEnsemble`), or None. denoise: which noisy
+    crops are blurred before the network (`Denoise`), or None for none. extra: the rest of
+    the card."""
 
     architecture: str = ARCHITECTURE
     input_size: int = 112
@@ -88,6 +120,7 @@ class ModelCard:
     flip_test: bool = False
     tensors_sha256: str | None = None
     gender_ensemble: GenderEnsemble | None = None
+    denoise: Denoise | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     @staticmethod
@@ -136,11 +169,14 @@ class ModelCard:
         ensemble = d.get("gender_ensemble")
         if ensemble is not None:
             ensemble = GenderEnsemble.from_dict(ensemble, size, where)
+        denoise = d.get("denoise")
+        if denoise is not None:
+            denoise = Denoise.from_dict(denoise, where)
         known = {"architecture", "input_size", "mean", "std", "age_bins", "age_temperature", "gender_temperature",
-                 "flip_test", "tensors_sha256", "gender_ensemble"}
+                 "flip_test", "tensors_sha256", "gender_ensemble", "denoise"}
         return ModelCard(ARCHITECTURE, size, mean, std, bins, temperature("age_temperature"),
                          temperature("gender_temperature"), bool(d.get("flip_test", False)), digest, ensemble,
-                         {k: v for k, v in d.items() if k not in known})
+                         denoise, {k: v for k, v in d.items() if k not in known})
 
     def to_dict(self) -> dict:
         """The card as JSON-ready values, the checked fields first."""
@@ -152,4 +188,6 @@ class ModelCard:
             out["tensors_sha256"] = self.tensors_sha256
         if self.gender_ensemble is not None:
             out["gender_ensemble"] = self.gender_ensemble.to_dict()
+        if self.denoise is not None:
+            out["denoise"] = self.denoise.to_dict()
         return out | self.extra

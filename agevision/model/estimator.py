@@ -18,6 +18,7 @@ from agevision.faces import Faces
 from agevision.labels import gender_labels
 from agevision.model import weights
 from agevision.model.decode import Prediction, decode
+from agevision.model.denoise import denoise
 
 BACKENDS = ("auto", "onnx", "torch")
 
@@ -83,9 +84,18 @@ class Estimator:
         self.backend = self.runner.backend
         self.device = self.runner.device  # .type: "cpu" or "cuda"
 
+    def prepare(self, crops_rgb: np.ndarray) -> np.ndarray:
+        """The crops as the network reads them: the noisy ones blurred as the card's `denoise`
+        rule says (`model.denoise`); the same array when none is."""
+        return denoise(crops_rgb, self.card.denoise)
+
     def logits(self, crops_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (age logits (N, K), gender logit (N,)) for (N, S, S, 3) uint8 RGB crops."""
-        out = self.runner.logits(crops_rgb, self.flip)
+        """Raw (age logits (N, K), gender logit (N,)) for (N, S, S, 3) uint8 RGB crops, after
+        `prepare`."""
+        return self._logits(self.prepare(crops_rgb))
+
+    def _logits(self, prepared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.runner.logits(prepared, self.flip)
         k = len(self.age_bins)  # columns: age bins, then the gender logit (see model.net)
         return out[:, :k], out[:, k]
 
@@ -96,7 +106,8 @@ class Estimator:
     def predict(self, crops_rgb: np.ndarray) -> Prediction:
         """Predict N aligned crops in one forward pass (and one of the second gender network).
 
-        crops_rgb: (N, S, S, 3) uint8 RGB made by `align.align_crops` at S = input_size.
+        crops_rgb: (N, S, S, 3) uint8 RGB made by `align.align_crops` at S = input_size; both
+        networks read them after `prepare`.
         Returns a Prediction; N may be 0. Raises AgevisionError on a wrong crop shape.
         """
         crops_rgb = np.asarray(crops_rgb)
@@ -106,8 +117,9 @@ class Estimator:
         if len(crops_rgb) == 0:
             empty = np.zeros(0, np.float32)
             return Prediction(empty, empty, empty, empty, np.zeros((0, len(self.age_bins)), np.float32))
+        crops_rgb = self.prepare(crops_rgb)
         second = self.ensemble.submit(crops_rgb) if self.ensemble is not None else None
-        age_logits, gender_logit = self.logits(crops_rgb)
+        age_logits, gender_logit = self._logits(crops_rgb)
         z = gender_logit.astype(np.float64) / self.gender_temperature
         pred = decode(age_logits, z, self.age_temperature, 1.0, self.age_bins)
         if second is not None:

@@ -20,8 +20,9 @@ import torch
 
 from agevision.errors import AgevisionError
 from agevision.model import weights
-from agevision.model.card import ModelCard
+from agevision.model.card import Denoise, ModelCard
 from agevision.model.decode import decode
+from agevision.model.denoise import denoise
 from agevision.model.gender_ensemble import ensemble_p_female
 from agevision.model.net import NUM_AGE_BINS, AgeGenderNet, split_logits
 from agevision.model.torch_backend import pick_device
@@ -125,7 +126,7 @@ def _normalise(x: torch.Tensor, card: ModelCard) -> torch.Tensor:
 
 def predict_logits(model: AgeGenderNet, crops: np.ndarray, device: torch.device, card: ModelCard,
                    batch: int = 256):
-    """Raw (age logits, gender logit) numpy arrays for uint8 RGB crops, in eval mode."""
+    """Raw (age logits, gender logit) numpy arrays for uint8 RGB crops as given, in eval mode."""
     model.eval()
     ages, genders = [], []
     with torch.inference_mode():
@@ -353,8 +354,9 @@ def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _P
         card = ensemble.attach(card, g / gender_t, ensemble.second_logits(crops, base.input_size), genders, read)
     val_metrics = {}
     if len(data.val.names):
-        a, g = predict_logits(model, data.val.crops, device, base)
-        val_metrics = card_metrics(card, a, g, data.val.crops, data.val.ages, data.val.genders)
+        crops = denoise(data.val.crops, card.denoise)
+        a, g = predict_logits(model, crops, device, base)
+        val_metrics = card_metrics(card, a, g, crops, data.val.ages, data.val.genders)
     extra = {
         "input_format": "RGB uint8 crops from agevision.align.align_crops, scaled to [0,1] then normalised",
         "outputs": "101 age-bin logits (ages 0..100) then 1 gender logit (sigmoid = P(female))",
@@ -392,7 +394,8 @@ def train(cfg: TrainConfig, console=None) -> dict:
     device = pick_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
-    base = ModelCard(input_size=cfg.input_size, age_bins=tuple(float(a) for a in range(NUM_AGE_BINS)))
+    base = ModelCard(input_size=cfg.input_size, age_bins=tuple(float(a) for a in range(NUM_AGE_BINS)),
+                     denoise=Denoise())
     data = _load_data(cfg, console)
     run = _new_run(cfg, len(data.train.names), device)
     key = _config_key(cfg, len(data.samples))
@@ -477,8 +480,8 @@ def calibration_copies(crops: np.ndarray, cfg: TrainConfig) -> list[np.ndarray]:
 
 def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, device: torch.device, card: ModelCard):
     """(age logits, gender logits, crops) of `calibration_copies` of the calibration faces,
-    concatenated in that order."""
-    crops = np.concatenate(calibration_copies(data.crops, cfg))
+    concatenated in that order, after the card's `denoise` rule (as the Estimator reads them)."""
+    crops = denoise(np.concatenate(calibration_copies(data.crops, cfg)), card.denoise)
     a, g = predict_logits(model, crops, device, card)
     return a, g, crops
 

@@ -1,0 +1,61 @@
+"""Sensor noise in face crops: how much a crop has, and a light blur for those with too much.
+
+The network reads noisy faces as much older than they are (UTKFace validation with Gaussian
+noise of sigma 6 grey levels added to the crops: MAE 11.5, read 8.8 years old on average;
+sigma 10: MAE 25.9), as a webcam gives them in dim light. A Gaussian blur of the crop
+brings the readings back (sigma 6: MAE 5.0), but costs a little on clean faces, so only the
+crops whose noise level is above the card's threshold are blurred, the more the noisier
+(`card.Denoise`). Clean UTKFace crops measure 0.3-1.0 (99th percentile), compressed and
+video ones as much; noise of sigma 3 measures 2.0-2.5. No torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from agevision.model.card import Denoise
+
+# Second differences in both directions: zero on any plane, so it sees noise and edges only.
+_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+_SCALE = math.sqrt(math.pi / 2) / 6  # mean |kernel response| of white noise of sigma 1 is 6 / sqrt(pi/2)
+# The most a crop is blurred (pixels): UTKFace faces with noise of sigma 15 (level 9.8) read
+# best at 1.3; beyond it a crop is more noise than face.
+MAX_SIGMA = 1.5
+
+
+def noise_levels(crops_rgb: np.ndarray) -> np.ndarray:
+    """(N,) float32: the standard deviation of the sensor noise in each crop's grey levels.
+
+    crops_rgb: (N, S, S, 3) uint8 RGB, S >= 3. Fast noise variance estimation (Immerkaer,
+    1996): the mean absolute response to a kernel that cancels smooth shading, scaled so that
+    white Gaussian noise of sigma s measures s. Texture and hard edges add a little.
+    """
+    n, s = len(crops_rgb), crops_rgb.shape[1] if len(crops_rgb) else 0
+    if n == 0:
+        return np.zeros(0, np.float32)
+    # all crops stacked as one tall image: one pass each; the rows where neighbours meet are dropped
+    grey = cv2.cvtColor(np.ascontiguousarray(crops_rgb).reshape(n * s, s, 3), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    response = np.abs(cv2.filter2D(grey, -1, _KERNEL)).reshape(n, s, s)[:, 1:-1, 1:-1]
+    return (response.mean(axis=(1, 2)) * _SCALE).astype(np.float32)
+
+
+def denoise(crops_rgb: np.ndarray, rule: Denoise | None) -> np.ndarray:
+    """The crops with those noisier than `rule.above` blurred (Gaussian, sigma
+    `rule.scale` x sqrt(noise level) pixels, at most MAX_SIGMA); the others as they are.
+
+    crops_rgb: (N, S, S, 3) uint8 RGB. rule None: the crops themselves, untouched. Returns
+    the same array when no crop is noisy, else a new one.
+    """
+    if rule is None or len(crops_rgb) == 0:
+        return crops_rgb
+    levels = noise_levels(crops_rgb)
+    noisy = np.flatnonzero(levels > rule.above)
+    if len(noisy) == 0:
+        return crops_rgb
+    out = crops_rgb.copy()
+    for i in noisy:
+        out[i] = cv2.GaussianBlur(crops_rgb[i], (0, 0), min(rule.scale * math.sqrt(float(levels[i])), MAX_SIGMA))
+    return out

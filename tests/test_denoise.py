@@ -1,0 +1,85 @@
+"""Noisy crops: the noise level measured, the noisy ones blurred, and real faces read as
+without the noise."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from agevision.errors import AgevisionError
+from agevision.model.card import Denoise, ModelCard
+from agevision.model.denoise import denoise, noise_levels
+from agevision.model.weights import paths
+from tests.conftest import pick
+
+
+def _noisy(crops: np.ndarray, sigma: float, seed: int = 0, grey: bool = False) -> np.ndarray:
+    """Gaussian noise of `sigma` on each channel apart, or (grey) the same on all three."""
+    noise = np.random.default_rng(seed).normal(0, sigma, crops.shape[:3] + ((1,) if grey else (3,)))
+    return np.clip(crops + noise, 0, 255).astype(np.uint8)
+
+
+def _shaded(n: int = 3) -> np.ndarray:
+    """Smooth crops: a gradient and a soft blob, no noise."""
+    y, x = np.mgrid[0:112, 0:112].astype(np.float32)
+    grey = 60 + x + 40 * np.exp(-((x - 56) ** 2 + (y - 50) ** 2) / 800)
+    return np.repeat(np.stack([grey] * n)[..., None], 3, axis=3).astype(np.uint8)
+
+
+def test_white_noise_measures_its_grey_level_sigma():
+    for sigma in (2, 5, 10):
+        level = noise_levels(_noisy(_shaded(), sigma, grey=True))
+        assert np.all(np.abs(level - sigma) < 0.1 * sigma), (sigma, level)
+    assert np.all(noise_levels(_shaded()) < 0.5)
+
+
+def test_only_noisy_crops_are_blurred():
+    clean, noisy = _shaded(2), _noisy(_shaded(2), 6)
+    both = np.concatenate([clean, noisy])
+    out = denoise(both, Denoise())
+    assert np.array_equal(out[:2], clean)
+    assert noise_levels(out[2:]).max() < Denoise().above < noise_levels(noisy).min()
+    assert denoise(clean, Denoise()) is clean  # nothing to do: no copy
+    assert denoise(noisy, None) is noisy
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    from agevision.model.estimator import Estimator
+
+    return Estimator(device="cpu")
+
+
+def _crops(estimator, files):
+    from agevision.align import align_crops
+    from agevision.images import crop_face
+
+    out = []
+    for p in files:
+        img = cv2.imread(str(p))
+        out.append(align_crops(img, crop_face(img), estimator.input_size)[0])
+    return np.stack(out)
+
+
+def test_real_faces_keep_their_clean_reading_under_sensor_noise(estimator, utkface):
+    files = pick(utkface, "30_0_0_", 4) + pick(utkface, "30_1_1_", 4)
+    crops = _crops(estimator, files)
+    assert noise_levels(crops).max() < estimator.card.denoise.above  # clean photos are left alone
+    clean, noisy = estimator.predict(crops), estimator.predict(_noisy(crops, 6))
+    assert np.abs(noisy.age - clean.age).mean() < 3, (clean.age, noisy.age)
+    assert np.all((noisy.p_female >= 0.5) == (clean.p_female >= 0.5))
+    raw = estimator._logits(_noisy(crops, 6))[0]  # the network on the noisy crops as they are
+    assert np.abs(raw - estimator.logits(_noisy(crops, 6))[0]).max() > 0.1
+
+
+def test_the_card_rule_is_checked_and_optional():
+    card = json.loads(paths()[1].read_text())
+    assert ModelCard.from_dict(card).denoise == Denoise(1.5, 0.4)
+    assert ModelCard.from_dict(card).to_dict()["denoise"] == {"above": 1.5, "scale": 0.4}
+    del card["denoise"]
+    assert ModelCard.from_dict(card).denoise is None
+    for bad in ("yes", {"above": -1, "scale": 0.4}, {"above": 1.5}, {"above": True, "scale": 0.4}):
+        card["denoise"] = bad
+        with pytest.raises(AgevisionError, match="denoise"):
+            ModelCard.from_dict(card)
