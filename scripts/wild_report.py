@@ -2,11 +2,13 @@
 crop or label change is judged by.
 
 Usage: python scripts/wild_report.py [--weights DIR] [--clips SUBSTRING ...] [--no-video] [--no-utkface]
-                                     [--flip card|on|off] [--ensemble card|off] [--json OUT.json]
+                                     [--flip card|on|off] [--ensemble card|off] [--frame-noise SIGMA]
+                                     [--json OUT.json]
 
 Wild part: every labelled person of `scripts/data/wild_dev.json` (the 22 shared clips;
 labels and how each was decided are in that file), run through the pipeline as
-`agevision video` runs it (full-range detector, tiles, detect every 3rd frame, smoothing).
+`agevision video` runs it (full-range detector, tiles, detect every 3rd frame, smoothing);
+with --frame-noise, with sensor noise added to every frame first (a webcam in dim light).
 Per person: readings (detected frames with an estimate), the share of raw readings with the
 right gender, the median raw P(female), the share of frames whose shown label is right /
 wrong / '?', the median shown age against the documented age where there is one (error 0
@@ -42,16 +44,24 @@ def _decide(p_female: np.ndarray, readable: np.ndarray | None = None) -> np.ndar
     return gender_labels(p_female, readable)
 
 
-def run_clip(estimator, path: Path) -> list[dict]:
-    """Per frame: detected?, track ids, boxes, raw age / P(female), shown age / P(female) / label."""
+def run_clip(estimator, path: Path, frame_noise: float = 0.0) -> list[dict]:
+    """Per frame: detected?, track ids, boxes, raw age / P(female), shown age / P(female) / label.
+
+    frame_noise: Gaussian noise of this sigma (grey levels, each channel apart, the same draws
+    run to run) added to every decoded frame before the pipeline sees it, as a webcam in dim
+    light gives it; 0: none."""
     from agevision.defaults import DETECT_EVERY, TILE_SIZE
     from agevision.pipeline import FrameProcessor
     from agevision.sources import VideoSource
 
     frames = []
+    rng = np.random.default_rng(0)
     with VideoSource(path) as src, FrameProcessor(estimator, detector="full", detect_every=DETECT_EVERY,
                                                   tile_size=TILE_SIZE) as proc:
         for frame in src:
+            if frame_noise:
+                noise = rng.standard_normal(frame.shape, np.float32) * frame_noise
+                frame = np.clip(frame + noise, 0, 255).astype(np.uint8)
             r = proc.process(frame)
             frames.append({"detected": r.detected, "ids": r.faces.track_ids, "boxes": r.faces.boxes,
                            "raw_age": r.raw.age, "raw_pf": r.raw.p_female, "age": r.faces.age,
@@ -118,14 +128,15 @@ def person_figures(frames: list[dict], person: dict) -> dict:
     return out
 
 
-def wild(estimator, clip_filter: list[str]) -> list[dict]:
-    """Rows for every labelled person of the clips whose names contain one of `clip_filter`."""
+def wild(estimator, clip_filter: list[str], frame_noise: float = 0.0) -> list[dict]:
+    """Rows for every labelled person of the clips whose names contain one of `clip_filter`
+    (frame_noise: see `run_clip`)."""
     labels = json.loads(LABELS.read_text())
     rows = []
     for entry in labels["clips"]:
         if clip_filter and not any(c in entry["clip"] for c in clip_filter):
             continue
-        frames = run_clip(estimator, VIDEOS / entry["clip"])
+        frames = run_clip(estimator, VIDEOS / entry["clip"], frame_noise)
         for person in entry["people"]:
             rows.append({"clip": entry["clip"], **person_figures(frames, person)})
         for f, x, y in entry.get("unreadable", []):
@@ -352,6 +363,8 @@ def main() -> None:
     parser.add_argument("--clips", nargs="*", default=[], help="only clips whose names contain one of these")
     parser.add_argument("--no-video", action="store_true", help="skip the clips")
     parser.add_argument("--no-utkface", action="store_true", help="skip the UTKFace slices")
+    parser.add_argument("--frame-noise", type=float, default=0.0, metavar="SIGMA",
+                        help="add sensor noise of this sigma (grey levels) to every frame of the clips (default 0)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--show", type=Path, default=None, help="print the tables of a --json file and stop")
     parser.add_argument("--flip", choices=("card", "on", "off"), default="card",
@@ -371,7 +384,7 @@ def main() -> None:
     estimator = Estimator(args.weights, "cpu", flip={"card": None, "on": True, "off": False}[args.flip],
                           ensemble=args.ensemble == "card")
     share_cpu(estimator)
-    rows = [] if args.no_video else wild(estimator, args.clips)
+    rows = [] if args.no_video else wild(estimator, args.clips, args.frame_noise)
     totals = wild_totals(rows) if rows else None
     utk = None if args.no_utkface else utkface(estimator)
     print_report(rows, totals, utk)
