@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 
 from agevision.faces import LEFT_EYE, RIGHT_EYE, Faces
+from agevision.model.card import Denoise
+from agevision.model.denoise import blur_sigma, noise_level
 
 # Fraction of the crop width that the detector box width maps to, and where the box centre
 # lands in the crop (x, y as fractions of the crop size). Chosen so that forehead, chin and
@@ -59,18 +61,57 @@ def crop_transforms(faces: Faces, size: int) -> np.ndarray:
     return mats
 
 
-def align_crops(frame_bgr: np.ndarray, faces: Faces, size: int) -> np.ndarray:
+def align_crops(frame_bgr: np.ndarray, faces: Faces, size: int, denoise: Denoise | None = None) -> np.ndarray:
     """Cut one aligned crop per face out of a BGR uint8 frame.
 
     frame_bgr: (H, W, 3) uint8 BGR. faces: boxes and keypoints in pixels of that frame.
+    denoise: a card's rule (`model.denoise`): a face smaller than its crop (enlarged into it)
+    whose part of the frame is noisier than the rule allows is blurred there first, at the
+    frame's scale, since enlarging spreads the noise over neighbouring crop pixels, where
+    the crop's own measure no longer sees it. None: no blur.
     Returns (N, size, size, 3) uint8 RGB crops (N may be 0).
     """
     crops = np.empty((len(faces), size, size, 3), np.uint8)
     for i, mat in enumerate(crop_transforms(faces, size)):
-        source, mat = _shrunk_source(frame_bgr, mat, size)
+        if denoise is not None and _scale(mat) > 1.0:
+            source, mat = _denoised_source(frame_bgr, mat, size, denoise)
+        else:
+            source, mat = _shrunk_source(frame_bgr, mat, size)
         crop = cv2.warpAffine(source, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         crops[i] = crop[:, :, ::-1]
     return crops
+
+
+def _scale(mat: np.ndarray) -> float:
+    """Crop pixels per frame pixel of a crop transform."""
+    return float(np.sqrt(abs(np.linalg.det(mat[:, :2]))))
+
+
+def _footprint(mat: np.ndarray, size: int, w: int, h: int, margin: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the part of a w x h frame that a crop by `mat` sees, plus `margin`
+    pixels, clipped to the frame (never empty)."""
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+    footprint = corners @ cv2.invertAffineTransform(mat).T
+    x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - margin, 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(footprint.max(axis=0)).astype(int) + margin + 1, [x0 + 1, y0 + 1], [w, h])
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _denoised_source(frame: np.ndarray, mat: np.ndarray, size: int, rule: Denoise) -> tuple[np.ndarray, np.ndarray]:
+    """The part of `frame` that a crop by `mat` sees, blurred as `rule` says for its noise
+    level (`denoise.blur_sigma`), and the matrix mapping it onto the crop; (frame, mat)
+    unchanged when that part is clean or under 8 pixels a side."""
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = _footprint(mat, size, w, h, margin=4)
+    roi = frame[y0:y1, x0:x1]
+    if min(roi.shape[:2]) < 8:
+        return frame, mat
+    sigma = blur_sigma(noise_level(roi), rule)
+    if sigma == 0:
+        return frame, mat
+    shifted = mat.copy()
+    shifted[:, 2] += mat[:, :2] @ np.array([x0, y0], np.float64)
+    return cv2.GaussianBlur(roi, (0, 0), sigma), shifted
 
 
 def _shrunk_source(frame: np.ndarray, mat: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,14 +120,11 @@ def _shrunk_source(frame: np.ndarray, mat: np.ndarray, size: int) -> tuple[np.nd
     Returns (source image, matrix mapping it onto the crop). For a crop at scale >= 0.8 of
     the frame, returns (frame, mat) unchanged.
     """
-    scale = float(np.sqrt(abs(np.linalg.det(mat[:, :2]))))
+    scale = _scale(mat)
     if scale >= 0.8:
         return frame, mat
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
-    footprint = corners @ cv2.invertAffineTransform(mat).T
     h, w = frame.shape[:2]
-    x0, y0 = np.clip(np.floor(footprint.min(axis=0)).astype(int) - 1, 0, [w - 1, h - 1])
-    x1, y1 = np.clip(np.ceil(footprint.max(axis=0)).astype(int) + 2, [x0 + 1, y0 + 1], [w, h])
+    x0, y0, x1, y1 = _footprint(mat, size, w, h, margin=1)
     roi = frame[y0:y1, x0:x1]
     out_w, out_h = max(round((x1 - x0) * scale), 1), max(round((y1 - y0) * scale), 1)
     small = cv2.resize(roi, (out_w, out_h), interpolation=cv2.INTER_AREA)

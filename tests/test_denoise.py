@@ -9,7 +9,7 @@ import pytest
 
 from agevision.errors import AgevisionError
 from agevision.model.card import Denoise, ModelCard
-from agevision.model.denoise import denoise, noise_levels
+from agevision.model.denoise import blur_sigma, denoise, noise_level, noise_levels
 from agevision.model.weights import paths
 from tests.conftest import pick
 
@@ -83,3 +83,40 @@ def test_the_card_rule_is_checked_and_optional():
         card["denoise"] = bad
         with pytest.raises(AgevisionError, match="denoise"):
             ModelCard.from_dict(card)
+
+
+def _small_face_frame(utkface, side: int):
+    """A UTKFace photo shrunk to `side` px in a grey 200 x 200 frame, and its Faces record."""
+    from agevision.faces import Faces
+    from agevision.images import crop_face
+
+    small = cv2.resize(cv2.imread(str(pick(utkface, "30_1_1_")[0])), (side, side), interpolation=cv2.INTER_AREA)
+    frame = np.full((200, 200, 3), 128, np.uint8)
+    frame[70 : 70 + side, 70 : 70 + side] = small
+    g = crop_face(small)
+    return frame, Faces(boxes=g.boxes + 70, keypoints=g.keypoints + 70, scores=g.scores)
+
+
+def test_a_small_noisy_face_is_blurred_in_the_frame_before_it_is_enlarged(utkface):
+    from agevision.align import align_crops
+
+    frame, faces = _small_face_frame(utkface, 40)
+    noisy = _noisy(frame[None], 8)[0]
+    clean, plain, ruled = (align_crops(f, faces, 112, r) for f, r in ((frame, Denoise()), (noisy, None),
+                                                                      (noisy, Denoise())))
+    assert noise_levels(plain)[0] < Denoise().above  # enlarged, the noise hides from the crop's measure
+    assert noise_level(noisy[60:120, 60:120]) > Denoise().above  # in the frame it does not
+    assert np.array_equal(clean, align_crops(frame, faces, 112))  # a clean frame: nothing blurred
+    # the noisy face blurred in place: what is left of the noise is a fraction of it
+    sigma = blur_sigma(noise_level(noisy[60:120, 60:120]), Denoise())
+    blurred = align_crops(cv2.GaussianBlur(frame, (0, 0), sigma), faces, 112)
+    rms = [float(np.sqrt(((a.astype(np.float32) - b) ** 2).mean())) for a, b in ((plain, clean), (ruled, blurred))]
+    assert rms[1] < 0.5 * rms[0], rms
+
+
+def test_a_large_face_is_left_to_the_crop_measure(utkface):
+    from agevision.align import align_crops
+
+    frame, faces = _small_face_frame(utkface, 120)  # shrunk into the crop: its noise averages out there
+    noisy = _noisy(frame[None], 8)[0]
+    assert np.array_equal(align_crops(noisy, faces, 112, Denoise()), align_crops(noisy, faces, 112))

@@ -42,6 +42,18 @@ def noise_levels(crops_rgb: np.ndarray) -> np.ndarray:
     return (response.mean(axis=(1, 2)) * _SCALE).astype(np.float32)
 
 
+def noise_level(image: np.ndarray) -> float:
+    """The noise level (as `noise_levels`) of one (H, W, 3) uint8 BGR image, H, W >= 3."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    return float(np.abs(cv2.filter2D(grey, -1, _KERNEL)[1:-1, 1:-1]).mean() * _SCALE)
+
+
+def blur_sigma(level: float, rule: Denoise) -> float:
+    """The blur (pixels) for an image of this noise level: `rule.scale` x sqrt(level), at most
+    MAX_SIGMA; 0 at or below `rule.above`."""
+    return min(rule.scale * math.sqrt(level), MAX_SIGMA) if level > rule.above else 0.0
+
+
 def denoise(crops_rgb: np.ndarray, rule: Denoise | None) -> np.ndarray:
     """The crops with those noisier than `rule.above` blurred (Gaussian, sigma
     `rule.scale` x sqrt(noise level) pixels, at most MAX_SIGMA); the others as they are.
@@ -57,5 +69,5 @@ def denoise(crops_rgb: np.ndarray, rule: Denoise | None) -> np.ndarray:
         return crops_rgb
     out = crops_rgb.copy()
     for i in noisy:
-        out[i] = cv2.GaussianBlur(crops_rgb[i], (0, 0), min(rule.scale * math.sqrt(float(levels[i])), MAX_SIGMA))
+        out[i] = cv2.GaussianBlur(crops_rgb[i], (0, 0), blur_sigma(float(levels[i]), rule))
     return out
