@@ -340,7 +340,8 @@ def video(
     try:
         result = run_job(job, lambda: _estimator(weights, device, backend), progress)
     finally:
-        bar.stop()
+        if task is not None:  # stopping a bar never started still prints an empty line
+            bar.stop()
     what = ", ".join(str(p) for p in (out, json, summary, save_embeddings) if p)
     msg = f"{result.frames} frames, {result.faces} face boxes, {result.fps:.1f} FPS" + (f" -> {what}" if what else "")
     if result.summary is not None:

@@ -63,7 +63,7 @@ class VideoSource:
         self.width, self.height = cc.width, cc.height
         if not self.width or not self.height:
             self._container.close()
-            raise AgevisionError(f"{path} has a video stream with no picture size")
+            raise AgevisionError(f"{path} is not a readable video (a stream with no picture size)")
         self._error: str | None = None
         self._frames = self._container.decode(self._stream)
         self._first = self._next_frame()  # its display rotation tells how to turn every frame

@@ -341,7 +341,7 @@ def test_a_file_that_is_not_a_video_is_one_error_line_and_no_bar(tmp_path):
     notes.write_text("hello")
     r = subprocess.run([sys.executable, "-m", "agevision", "video", str(notes), "--out", str(tmp_path / "o.mp4")],
                        capture_output=True, text=True, timeout=300)
-    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
-    assert r.returncode == 1 and len(lines) == 1, lines
+    lines = (r.stdout + r.stderr).splitlines()
+    assert r.returncode == 1 and len(lines) == 1, lines  # not even an empty line before it
     assert lines[0].startswith(f"error: {notes} is not a readable video"), lines
     assert list(tmp_path.iterdir()) == [notes]
