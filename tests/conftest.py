@@ -41,3 +41,18 @@ def pick(folder: Path, prefix: str, n: int = 1) -> list[Path]:
     found = sorted(p for p in folder.iterdir() if p.name.startswith(prefix))
     assert len(found) >= n, f"need {n} files starting with {prefix} in {folder}"
     return found[:n]
+
+
+def face_crops(paths: list[Path], size: int):
+    """(N, size, size, 3) uint8 RGB crops of UTKFace photos, framed as the photos are (`images.crop_face`)."""
+    import cv2
+    import numpy as np
+
+    from agevision.align import align_crops
+    from agevision.images import crop_face
+
+    crops = []
+    for p in paths:
+        img = cv2.imread(str(p))
+        crops.append(align_crops(img, crop_face(img), size)[0])
+    return np.stack(crops)

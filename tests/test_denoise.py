@@ -11,7 +11,7 @@ from agevision.errors import AgevisionError
 from agevision.model.card import Denoise, ModelCard
 from agevision.model.denoise import blur_sigma, denoise, noise_level, noise_levels
 from agevision.model.weights import paths
-from tests.conftest import pick
+from tests.conftest import face_crops, pick
 
 
 def _noisy(crops: np.ndarray, sigma: float, seed: int = 0, grey: bool = False) -> np.ndarray:
@@ -51,20 +51,9 @@ def estimator():
     return Estimator(device="cpu")
 
 
-def _crops(estimator, files):
-    from agevision.align import align_crops
-    from agevision.images import crop_face
-
-    out = []
-    for p in files:
-        img = cv2.imread(str(p))
-        out.append(align_crops(img, crop_face(img), estimator.input_size)[0])
-    return np.stack(out)
-
-
 def test_real_faces_keep_their_clean_reading_under_sensor_noise(estimator, utkface):
     files = pick(utkface, "30_0_0_", 4) + pick(utkface, "30_1_1_", 4)
-    crops = _crops(estimator, files)
+    crops = face_crops(files, estimator.input_size)
     assert noise_levels(crops).max() < estimator.card.denoise.above  # clean photos are left alone
     clean, noisy = estimator.predict(crops), estimator.predict(_noisy(crops, 6))
     assert np.abs(noisy.age - clean.age).mean() < 3, (clean.age, noisy.age)

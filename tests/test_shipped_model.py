@@ -1,12 +1,10 @@
 """The shipped weights on real faces: predictions within sane bounds."""
 
-import cv2
 import numpy as np
 import pytest
 
-from agevision.images import crop_face
 from agevision.model.estimator import Estimator
-from tests.conftest import pick
+from tests.conftest import face_crops, pick
 
 
 @pytest.fixture(scope="module")
@@ -15,13 +13,7 @@ def estimator():
 
 
 def _predict(estimator, paths):
-    from agevision.align import align_crops
-
-    crops = []
-    for p in paths:
-        img = cv2.imread(str(p))
-        crops.append(align_crops(img, crop_face(img), estimator.input_size)[0])
-    return estimator.predict(np.stack(crops))
+    return estimator.predict(face_crops(paths, estimator.input_size))
 
 
 def test_card_describes_the_weights(estimator):
