@@ -74,9 +74,9 @@ class Denoise:
 
     above: crops whose noise level (`denoise.noise_levels`, grey levels) is above this are
     blurred. scale: the blur's sigma in pixels is this times the square root of the level.
-    The defaults are the rule `agevision train` writes: fitted on UTKFace validation faces
-    with added noise (`scripts/wild_report.py`'s noisy slice), above the levels of clean,
-    compressed and video crops.
+    The defaults are the rule `agevision train` writes: the threshold above the levels of
+    clean, compressed and video crops, the blur the best one for UTKFace validation faces
+    with added noise (`scripts/noise_report.py`).
     """
 
     above: float = 1.5

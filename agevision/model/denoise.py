@@ -2,11 +2,13 @@
 
 The network reads noisy faces as much older than they are (UTKFace validation with Gaussian
 noise of sigma 6 grey levels added to the crops: MAE 11.5, read 8.8 years old on average;
-sigma 10: MAE 25.9), as a webcam gives them in dim light. A Gaussian blur of the crop
-brings the readings back (sigma 6: MAE 5.0), but costs a little on clean faces, so only the
-crops whose noise level is above the card's threshold are blurred, the more the noisier
-(`card.Denoise`). Clean UTKFace crops measure 0.3-1.0 (99th percentile), compressed and
-video ones as much; noise of sigma 3 measures 2.0-2.5. No torch.
+sigma 10: MAE 25.9), as a webcam gives them in dim light. A Gaussian blur brings the
+readings back (sigma 6: MAE 5.1), but costs a little on clean faces, so only what measures
+noisier than the card's threshold is blurred, the more the noisier (`card.Denoise`; figures
+from `scripts/noise_report.py`: clean UTKFace crops measure 0.2-1.1, 1st to 99th percentile,
+JPEG and H.264 ones as low; noise of sigma 3 measures 1.8-2.5). Applied to the crops by
+`Estimator.prepare`, and to the frame under a face enlarged into its crop by
+`align.align_crops` (enlarging spreads the noise where the crop's measure misses it). No torch.
 """
 
 from __future__ import annotations
@@ -33,19 +35,23 @@ def noise_levels(crops_rgb: np.ndarray) -> np.ndarray:
     1996): the mean absolute response to a kernel that cancels smooth shading, scaled so that
     white Gaussian noise of sigma s measures s. Texture and hard edges add a little.
     """
-    n, s = len(crops_rgb), crops_rgb.shape[1] if len(crops_rgb) else 0
-    if n == 0:
+    if len(crops_rgb) == 0:
         return np.zeros(0, np.float32)
+    n, s = crops_rgb.shape[:2]
     # all crops stacked as one tall image: one pass each; the rows where neighbours meet are dropped
-    grey = cv2.cvtColor(np.ascontiguousarray(crops_rgb).reshape(n * s, s, 3), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    response = np.abs(cv2.filter2D(grey, -1, _KERNEL)).reshape(n, s, s)[:, 1:-1, 1:-1]
+    grey = cv2.cvtColor(np.ascontiguousarray(crops_rgb).reshape(n * s, s, 3), cv2.COLOR_RGB2GRAY)
+    response = _response(grey).reshape(n, s, s)[:, 1:-1, 1:-1]
     return (response.mean(axis=(1, 2)) * _SCALE).astype(np.float32)
+
+
+def _response(grey: np.ndarray) -> np.ndarray:
+    """|kernel response| of a uint8 grey image, float32, the same shape."""
+    return np.abs(cv2.filter2D(grey.astype(np.float32), -1, _KERNEL))
 
 
 def noise_level(image: np.ndarray) -> float:
     """The noise level (as `noise_levels`) of one (H, W, 3) uint8 BGR image, H, W >= 3."""
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    return float(np.abs(cv2.filter2D(grey, -1, _KERNEL)[1:-1, 1:-1]).mean() * _SCALE)
+    return float(_response(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))[1:-1, 1:-1].mean() * _SCALE)
 
 
 def blur_sigma(level: float, rule: Denoise) -> float:
