@@ -134,12 +134,25 @@ def train(
         "runs/checkpoint.pt"
     ),
     resume: Annotated[bool, typer.Option(help="continue from --checkpoint if it matches")] = True,
+    augment: Annotated[str, typer.Option(help="augmentation changed from the defaults, e.g. "
+                                         "'noise=0.4,turn=0' (fields of training.augment.AugmentConfig)")] = "",
+    balance: Annotated[float | None, typer.Option(min=0, max=1, help="weigh every ethnicity x gender x age-band "
+                                                  "group alike in the gender loss (1) or as UTKFace has them (0); "
+                                                  "default: training.train.TrainConfig's")] = None,
+    turned_boost: Annotated[float | None, typer.Option(min=0, help="draw faces turned away up to 1 + this times "
+                                                       "as often; default: TrainConfig's")] = None,
     device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
     from agevision.files import check_folder_writable
+    from agevision.training.augment import changed_config
     from agevision.training.train import TrainConfig
     from agevision.training.train import train as run
+
+    try:
+        augment_config = changed_config(augment)
+    except ValueError as err:
+        raise AgevisionError(f"--augment: {err}") from None
 
     if duplicates is not None and not duplicates.is_file():
         raise AgevisionError(f"duplicates file not found: {duplicates}")
@@ -155,7 +168,8 @@ def train(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
         lr=lr, freeze_blocks=freeze_blocks, l1_weight=l1_weight, ema_decay=ema_decay, seed=seed, limit=limit,
-        device=device, resume=resume, init=init,
+        device=device, resume=resume, init=init, augment=augment_config,
+        **{k: v for k, v in (("balance", balance), ("turned_boost", turned_boost)) if v is not None},
     )
     card = run(cfg, console)
     m = card["validation_metrics"]

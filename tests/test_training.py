@@ -239,3 +239,21 @@ def test_calibration_finds_the_temperatures_that_hold():
     genders = (rng.uniform(size=len(z)) < 1 / (1 + np.exp(-z / 1.5))).astype(int)
     assert abs(calibration.fit_gender(z, genders) - 1.5) < 0.12
     assert calibration.fit(logits[:0], z[:0], ages[:0], genders[:0]) == (1.0, 1.0)
+
+
+def test_the_augmentation_is_changed_by_name_and_bad_changes_are_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from agevision.cli import app
+    from agevision.training.augment import changed_config
+
+    assert changed_config("") == AugmentConfig()
+    cfg = changed_config(" noise=0.4, turn=0 ,rotate=10")
+    assert (cfg.noise, cfg.turn, cfg.rotate, cfg.light) == (0.4, 0.0, 10.0, AugmentConfig().light)
+    for bad, says in (("nois=0.4", "is not NAME=NUMBER"), ("noise", "is not NAME=NUMBER"), ("noise=x", "not a number"),
+                      ("noise=2", "from 0 to 1"), ("rotate=-1", "from 0 to 90")):
+        with pytest.raises(ValueError, match=says):
+            changed_config(bad)
+    out = tmp_path / "w"
+    r = CliRunner().invoke(app, ["train", "--augment", "nois=0.4", "--out", str(out)])
+    assert r.exit_code == 1 and "error: --augment: 'nois=0.4'" in r.output and not out.exists()

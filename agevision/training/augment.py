@@ -46,6 +46,29 @@ class AugmentConfig:
     compress: float = 0.3
 
 
+def changed_config(text: str) -> AugmentConfig:
+    """`AugmentConfig()` with the fields that `text` names changed: "noise=0.4,turn=0" (field
+    names, numbers from 0; shares at most 1). "" gives the defaults. ValueError saying what
+    is wrong."""
+    from dataclasses import fields, replace
+
+    shares = {"flip", "turn", "lose_resolution", "light", "occlude", "noise", "gray", "compress"}
+    known = {f.name for f in fields(AugmentConfig)}
+    changes = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = (s.strip() for s in part.partition("="))
+        if not eq or name not in known:
+            raise ValueError(f"{part!r} is not NAME=NUMBER with NAME one of {', '.join(sorted(known))}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a number") from None
+        if not (0 <= number <= (1 if name in shares else 90)):
+            raise ValueError(f"{name} must be from 0 to {1 if name in shares else 90}, not {value}")
+        changes[name] = number
+    return replace(AugmentConfig(), **changes)
+
+
 def augment(x: torch.Tensor, generator: torch.Generator | None = None, cfg: AugmentConfig | None = None
             ) -> torch.Tensor:
     """A randomly changed copy of a float batch, as set out in `cfg` (default `AugmentConfig()`).

@@ -37,8 +37,9 @@ IMAGENET_FILE = "mobilenet_v2-b0353104.pth"
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; stored in the model card. The defaults are the
-    recipe of the shipped weights, and those of `agevision train`.
+    """Everything a training run depends on; stored in the model card. The defaults are those
+    of `agevision train`; the shipped weights predate `balance`, `turned_boost` and the wild
+    augmentation, and their own recipe is in their card's `config`.
 
     balance: each training face's gender loss is weighted by (1 / size of its ethnicity x
     gender x age-band group) ** balance (0: as UTKFace has them, 1: every group alike), so
