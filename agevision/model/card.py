@@ -18,6 +18,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _number_in(v: object, lo: float, hi: float) -> bool:
+    """Whether a card value is a plain number (not a bool) from lo to hi."""
+    return not isinstance(v, bool) and isinstance(v, int | float) and lo <= v <= hi
+
+
 @dataclass(frozen=True)
 class GenderEnsemble:
     """A second gender network whose logit is added to the model's (see `model.gender_ensemble`).
@@ -57,7 +62,7 @@ class GenderEnsemble:
         numbers = {}
         for name, lo, hi in (("weight", 0.0, 10.0), ("temperature", 0.01, 100.0), ("min_age", 0.0, 200.0)):
             v = d.get(name, 0.0 if name == "min_age" else None)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            if not _number_in(v, lo, hi):
                 raise bad(f"{name} must be a number from {lo} to {hi}")
             numbers[name] = float(v)
         return GenderEnsemble(model, digest, tuple(region), numbers["weight"], numbers["temperature"],
@@ -90,7 +95,7 @@ class Denoise:
         values = {}
         for name, lo, hi in (("above", 0.0, 255.0), ("scale", 0.0, 10.0)):
             v = d.get(name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            if not _number_in(v, lo, hi):
                 raise AgevisionError(f"{where}: denoise {name} must be a number from {lo} to {hi}")
             values[name] = float(v)
         return Denoise(**values)
@@ -159,7 +164,7 @@ class ModelCard:
 
         def temperature(name: str) -> float:
             t = d.get(name, 1.0)
-            if isinstance(t, bool) or not isinstance(t, int | float) or not 0.01 <= t <= 100:
+            if not _number_in(t, 0.01, 100):
                 raise bad(name, "must be a number from 0.01 to 100")
             return float(t)
 

@@ -69,11 +69,11 @@ def denoise(crops_rgb: np.ndarray, rule: Denoise | None) -> np.ndarray:
     """
     if rule is None or len(crops_rgb) == 0:
         return crops_rgb
-    levels = noise_levels(crops_rgb)
-    noisy = np.flatnonzero(levels > rule.above)
-    if len(noisy) == 0:
+    sigmas = [blur_sigma(float(level), rule) for level in noise_levels(crops_rgb)]
+    if not any(sigmas):
         return crops_rgb
     out = crops_rgb.copy()
-    for i in noisy:
-        out[i] = cv2.GaussianBlur(crops_rgb[i], (0, 0), blur_sigma(float(levels[i]), rule))
+    for i, sigma in enumerate(sigmas):
+        if sigma:
+            out[i] = cv2.GaussianBlur(crops_rgb[i], (0, 0), sigma)
     return out
