@@ -5,7 +5,9 @@ For each backend, in one run: the seconds a fresh process takes to import the pa
 make an Estimator (cold start: the first ever, cache emptied; warm: the second), then the
 median and 90th percentile of `repeats` timed predictions after warm-up on real aligned
 UTKFace crops, with the same number of model threads for all; each backend also without
-the card's second gender network (`model.gender_ensemble`). Also the weights' size.
+the card's second gender network (`model.gender_ensemble`), and what the card's `denoise`
+rule costs (`model.denoise`): the same clean crops without the rule (it measures every crop),
+and the crops with noise of sigma 6 (it blurs every crop). Also the weights' size.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -64,7 +67,7 @@ def main() -> None:
         img = cv2.imread(str(f))
         crops.append(align_crops(img, geometry_to_faces(geom, img.shape[1], img.shape[0]), size)[0])
     crops = np.stack(crops)
-    rows, solo = [], []
+    rows, solo, rules = [], [], []
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as cache:
             ran, cold = start_seconds(backend, args.device, cache)
@@ -73,6 +76,12 @@ def main() -> None:
         threads = est.set_threads(args.threads)
         one, eight = timed(est, crops[:1], args.repeats), timed(est, crops, args.repeats)
         rows.append((ran, est.device, threads, cold, warm, one, eight))
+        if est.card.denoise is not None:
+            noisy = np.clip(crops + np.random.default_rng(0).normal(0, 6, crops.shape), 0, 255).astype(np.uint8)
+            blurred = timed(est, noisy[:1], args.repeats), timed(est, noisy, args.repeats)
+            est.card = replace(est.card, denoise=None)
+            plain = timed(est, crops[:1], args.repeats), timed(est, crops, args.repeats)
+            rules.append((ran, blurred, plain))
         if est.ensemble is not None:  # the same backend without the second gender network
             alone = Estimator(device=args.device, backend=backend, ensemble=False)
             alone.set_threads(args.threads)
@@ -91,6 +100,10 @@ def main() -> None:
     for ran, one, eight in solo:
         print(f"{ran} without the second gender network: 1 face {statistics.median(one):.2f} ms, batch 8 "
               f"{statistics.median(eight):.2f} ms")
+    for ran, (one, eight), (one_off, eight_off) in rules:
+        print(f"{ran} with every crop noisy (all blurred): 1 face {statistics.median(one):.2f} ms, batch 8 "
+              f"{statistics.median(eight):.2f} ms; clean crops without the denoise rule: 1 face "
+              f"{statistics.median(one_off):.2f} ms, batch 8 {statistics.median(eight_off):.2f} ms")
     print(f"weights file: {weights.paths()[0].stat().st_size / 1e6:.1f} MB")
 
 

@@ -6,7 +6,8 @@ Usage: python scripts/noise_report.py [--weights DIR] [--every N]
 Noise is Gaussian, on each RGB channel apart, added to the 112 px crops: "white" as is (a
 face shrunk into the crop, as most webcam faces are), "correlated" blurred at 0.7 px first
 and rescaled to the same sigma (a small face enlarged into the crop). For each: the noise
-level's 1st / 50th / 99th percentile (`denoise.noise_levels`) and the share above the
+level's 1st / 50th / 99th percentile (`denoise.noise_levels`; also of the JPEG and H.264
+slices of `wild_report.py`, with no noise) and the share above the
 card's threshold; age MAE, mean signed error, 80% interval and gender as read with no blur,
 with each fixed blur, and with the card's rule. The figures behind the card's `denoise` rule.
 """
@@ -67,6 +68,11 @@ def main() -> None:
               f"gender {((p.p_female >= 0.5) == women).mean():6.1%}", flush=True)
 
     print(f"{len(val)} validation faces; the card's rule: {rule}")
+    from wild_report import _h264, _jpeg  # the report's own compressed slices
+
+    for name, c in (("JPEG quality 20", np.stack([_jpeg(x) for x in crops])), ("H.264 CRF 30", _h264(crops, 30))):
+        q = np.quantile(noise_levels(c), [0.01, 0.5, 0.99])
+        print(f"{name}: level {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} (no noise added)")
     for kind in ("white", "correlated"):
         for i, sigma in enumerate((0, *SIGMAS)):
             if kind == "correlated" and sigma == 0:
