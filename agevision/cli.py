@@ -54,6 +54,33 @@ def friendly(func):
     return wrapper
 
 
+class _LateBar:
+    """A rich progress bar on the console that shows from its first `update` on, so that an
+    error before any work is its one line alone (a bar started and stopped unused leaves an
+    empty line). description, columns, transient: as rich's Progress and add_task; fields:
+    the task's fields until the first update. A context manager; it stops the bar."""
+
+    def __init__(self, description: str, *columns, transient: bool = False, **fields) -> None:
+        from rich.progress import Progress
+
+        self._bar, self._task = Progress(*columns, console=console, transient=transient), None
+        self._description, self._fields = description, fields
+
+    def update(self, **changes) -> None:
+        """rich's Progress.update of the one task (completed=, total=, advance=, fields)."""
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task(self._description, total=None, **self._fields)
+        self._bar.update(self._task, **changes)
+
+    def __enter__(self) -> _LateBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._task is not None:
+            self._bar.stop()
+
+
 def _show_version(value: bool) -> None:
     if value:
         from agevision import __version__
@@ -195,7 +222,7 @@ def evaluate(
     Labels come from UTKFace file names ({age}_{gender}_{race}_...jpg). Faces are cropped
     by the same detector and alignment as in training and in the live pipeline.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from agevision.files import check_folder_writable, check_writable
     from agevision.training.evaluate import evaluate as run
@@ -208,10 +235,8 @@ def evaluate(
     check_folder_writable(cache_dir, "--cache-dir")
     if split is not None and duplicates is not None and not duplicates.is_file():
         duplicates = None
-    with Progress(TextColumn("detecting faces"), BarColumn(), MofNCompleteColumn(), console=console,
-                  transient=True) as bar:
-        task = bar.add_task("detect", total=None)
-        ev = run(data_dir, weights, cache_dir, device, split, duplicates, progress=lambda n: bar.advance(task, n))
+    with _LateBar("detect", TextColumn("detecting faces"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+        ev = run(data_dir, weights, cache_dir, device, split, duplicates, progress=lambda n: bar.update(advance=n))
     print_tables(ev, Console())
     if predictions:
         write_predictions(ev, predictions)
@@ -331,7 +356,7 @@ def video(
 
     Ctrl-C stops early; what was written so far stays a playable file.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from agevision.videojob import VideoJob, VideoOptions, check_job, run_job
 
@@ -341,21 +366,9 @@ def video(
     check_job(job)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[fps]} FPS"), TimeRemainingColumn())
-    bar = Progress(*columns, console=console)  # shown once the video is open: a bad file gets its error line alone
-    task = None
-
-    def progress(n, total, fps):
-        nonlocal task
-        if task is None:
-            bar.start()
-            task = bar.add_task(input.name, total=None, fps="--")
-        bar.update(task, completed=n, total=total or None, fps=f"{fps:.1f}" if fps else "--")
-
-    try:
-        result = run_job(job, lambda: _estimator(weights, device, backend), progress)
-    finally:
-        if task is not None:  # stopping a bar never started still prints an empty line
-            bar.stop()
+    with _LateBar(input.name, *columns, fps="--") as bar:  # shown once the video is open (run_job's first call)
+        result = run_job(job, lambda: _estimator(weights, device, backend), lambda n, total, fps: bar.update(
+            completed=n, total=total or None, fps=f"{fps:.1f}" if fps else "--"))
     what = ", ".join(str(p) for p in (out, json, summary, save_embeddings) if p)
     msg = f"{result.frames} frames, {result.faces} face boxes, {result.fps:.1f} FPS" + (f" -> {what}" if what else "")
     if result.summary is not None:

@@ -303,6 +303,7 @@ def test_evaluate_bad_folders(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"x")
     r = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert r.exit_code == 1 and "no UTKFace images" in r.output
+    assert len(r.output.splitlines()) == 1, r.output  # the error alone, no empty line of an unused bar
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
