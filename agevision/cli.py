@@ -168,6 +168,11 @@ def train(
                                                   "default: training.train.TrainConfig's")] = None,
     turned_boost: Annotated[float | None, typer.Option(min=0, help="draw faces turned away up to 1 + this times "
                                                        "as often; default: TrainConfig's")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="weights folder whose reading of each face (P(female), "
+                                                  "its second gender network included) is mixed into the "
+                                                  "gender target (distillation)")] = None,
+    teacher_weight: Annotated[float, typer.Option(min=0, max=1, help="share of the teacher's reading in the "
+                                                  "gender target")] = 0.5,
     device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
@@ -185,17 +190,18 @@ def train(
         raise AgevisionError(f"duplicates file not found: {duplicates}")
     for folder, what in ((out, "--out"), (cache_dir, "--cache-dir"), (checkpoint.parent, "--checkpoint")):
         check_folder_writable(folder, what)
-    if init is not None:  # before the crops are made: a wrong folder is said at once
-        from agevision.model.weights import load_card
+    from agevision.model.weights import load_card
 
-        init_size = load_card(init).input_size
-        if init_size != input_size:
-            raise AgevisionError(f"--init {init}: its weights take {init_size} px crops, not --input-size {input_size}")
+    for folder, what in ((init, "--init"), (teacher, "--teacher")):  # before the crops: a wrong folder at once
+        size = input_size if folder is None else load_card(folder).input_size
+        if size != input_size:
+            raise AgevisionError(f"{what} {folder}: its weights take {size} px crops, not --input-size {input_size}")
     cfg = TrainConfig(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
         lr=lr, freeze_blocks=freeze_blocks, l1_weight=l1_weight, ema_decay=ema_decay, seed=seed, limit=limit,
-        device=device, resume=resume, init=init, augment=augment_config,
+        device=device, resume=resume, init=init, augment=augment_config, teacher=teacher,
+        teacher_weight=teacher_weight,
         **{k: v for k, v in (("balance", balance), ("turned_boost", turned_boost)) if v is not None},
     )
     card = run(cfg, console)

@@ -257,3 +257,25 @@ def test_the_augmentation_is_changed_by_name_and_bad_changes_are_refused(tmp_pat
     out = tmp_path / "w"
     r = CliRunner().invoke(app, ["train", "--augment", "nois=0.4", "--out", str(out)])
     assert r.exit_code == 1 and "error: --augment: 'nois=0.4'" in r.output and not out.exists()
+
+
+def test_a_teacher_s_reading_is_mixed_into_the_gender_targets(tiny_run, tmp_path: Path):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from agevision.cli import app
+    from agevision.training.teacher import gender_targets
+    from agevision.training.train import _load_data
+
+    assert gender_targets(np.array([1, 0]), None, 0.5).tolist() == [1.0, 0.0]
+    assert np.allclose(gender_targets(np.array([1, 0]), np.array([0.2, 0.9]), 0.25), [0.8, 0.225])
+    cfg, _ = tiny_run
+    taught = replace(cfg, teacher=cfg.out_dir, teacher_weight=0.5)
+    data = _load_data(taught, Console(quiet=True))
+    read = Estimator(cfg.out_dir, device="cpu").predict_many(data.train.crops).p_female
+    assert np.allclose(data.gender_targets, 0.5 * data.train.genders + 0.5 * read, atol=1e-5)
+    assert np.array_equal(_load_data(cfg, Console(quiet=True)).gender_targets, data.train.genders)
+    out = tmp_path / "w"  # the tiny weights take 96 px crops: refused before any work
+    r = CliRunner().invoke(app, ["train", "--teacher", str(cfg.out_dir), "--out", str(out)])
+    assert r.exit_code == 1 and "--teacher" in r.output and "96 px" in r.output and not out.exists()

@@ -23,7 +23,8 @@ def loss_terms(
 ) -> torch.Tensor:
     """The training loss: age_kl + l1_weight * age_l1 + gender, where age_kl compares the age
     distribution with a label distribution, age_l1 is the error of the expected age and
-    gender the BCE of the gender logit. The L1 term pulls the expected age (the number
+    gender the BCE of the gender logit against `genders` (1 = female, or a probability: a
+    label mixed with a teacher's reading, see `training.teacher`). The L1 term pulls the expected age (the number
     shown) onto the true age; the KL term keeps the distribution's shape. gender_weights:
     (N,) weights of the faces in the gender term (default: all alike).
     """

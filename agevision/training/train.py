@@ -30,6 +30,7 @@ from agevision.training import calibration, ensemble, metrics
 from agevision.training.augment import AugmentConfig, augment
 from agevision.training.crops import cached_crops, cached_geometry
 from agevision.training.losses import loss_terms
+from agevision.training.teacher import gender_targets, teacher_p_female
 from agevision.training.utkface import load_folder, read_duplicate_groups, split
 
 IMAGENET_FILE = "mobilenet_v2-b0353104.pth"
@@ -52,6 +53,9 @@ class TrainConfig:
     calib_augmented: the calibration temperatures are fitted on the calib faces as they are
     plus this many augmented copies, so that P(female) and the age interval hold for faces
     as the wild shows them, not only for UTKFace's.
+    teacher: a weights folder whose reading of each training face (P(female), its second
+    gender network included) is mixed into the gender target with teacher_weight (see
+    `training.teacher`); None: the labels alone.
     """
 
     data_dir: Path
@@ -78,6 +82,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     calib_augmented: int = 2
     init: Path | None = None
+    teacher: Path | None = None
+    teacher_weight: float = 0.5
     history: list = field(default_factory=list)
 
 
@@ -172,6 +178,7 @@ class _Parts:
     no_face: int
     draw_weights: torch.Tensor
     gender_weights: torch.Tensor
+    gender_targets: np.ndarray
 
 
 def _load_data(cfg: TrainConfig, console) -> _Parts:
@@ -200,7 +207,14 @@ def _load_data(cfg: TrainConfig, console) -> _Parts:
     turned = _turned(cached_geometry([s.path for s in samples], cfg.cache_dir, cfg.detector), samples, train_d.names)
     draw = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, 0.0, cfg.turned_boost)
     balanced = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, cfg.balance, 0.0)
-    return _Parts(samples, train_d, val_d, calib_d, no_face, draw, balanced.float())
+    read = None
+    if cfg.teacher is not None:
+        read = teacher_p_female(cfg.teacher, train_d.crops, cfg.device)
+        agree = float(np.mean((read > 0.5) == (train_d.genders == 1)))
+        console.print(f"teacher {cfg.teacher}: agrees with {agree:.1%} of the training labels; "
+                      f"its reading weighs {cfg.teacher_weight:g} in the gender target")
+    targets = gender_targets(train_d.genders, read, cfg.teacher_weight)
+    return _Parts(samples, train_d, val_d, calib_d, no_face, draw, balanced.float(), targets)
 
 
 @dataclass
@@ -304,7 +318,7 @@ def _epoch(run: _Run, cfg: TrainConfig, data: _Parts, card: ModelCard, device: t
         idx = np.sort(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
         x = _normalise(augment(_to_batch(train_d.crops[idx], device), gen, cfg.augment), card)
         ages = torch.from_numpy(train_d.ages[idx]).to(device)
-        genders = torch.from_numpy(train_d.genders[idx]).to(device)
+        genders = torch.from_numpy(data.gender_targets[idx]).to(device)
         age_logits, gender_logit = split_logits(run.model(x).float())
         loss = loss_terms(age_logits, gender_logit, ages, genders, bins, cfg.l1_weight,
                           data.gender_weights[idx].to(device))
