@@ -6,8 +6,11 @@ video, so the mean keeps a long memory (`decay` close to 1); frames are weighted
 sure the model is, how good the face is (frontal, large, sharp) and how well they agree
 with the track so far, so that frames seen in profile or with the mouth wide open cannot
 drag the label; a long run of disagreeing frames restarts the track's mean. A new track
-starts from nothing, so a new person never inherits the previous person's label. The
-gender shown is "?" while the smoothed P(female) is near 0.5 (`labels.held_label`).
+starts from nothing, so a new person never inherits the previous person's label, and shows
+no label ("?") until it has a second reading: one reading alone is one detection, and a
+detector's glitch (a box twice the face's size, taking in the face behind) is a new track
+of one reading. The gender shown is "?" while the smoothed P(female) is near 0.5
+(`labels.held_label`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class _Sums:
 class _State:
     sums: _Sums
     first_frame: int  # frame of the track's first reading
+    readings: int = 0  # readings added so far
     label: str | None = None  # the gender label shown
     odd: _Sums | None = None  # the readings of a run that disagrees with the track (see Smoother)
     odd_since: int = 0  # frame of the first reading of that run
@@ -73,17 +77,18 @@ class Smoother:
 
     The gender shown is F, M or "?" from the smoothed P(female), held at the band's edge
     (`labels.held_label`), so that a face near 0.5 shows "?" and does not flip label
-    frame to frame.
+    frame to frame. A track with fewer than `min_readings` readings shows no age and "?"
+    (age fields NaN, as an unreadable face; the raw reading is the frame's own).
     """
 
     def __init__(self, age_bins: np.ndarray, decay: float = 0.998, agree_power: float | None = None,
                  min_agree: float = 0.02, warm_up: int = 30, restart_frames: int = 60,
-                 age_temperature: float = 1.0) -> None:
+                 age_temperature: float = 1.0, min_readings: int = 2) -> None:
         self.age_bins = np.asarray(age_bins, np.float64)
         self.decay = decay
         agree_power = AGREE_POWER_PER_T * age_temperature if agree_power is None else agree_power
         self.agree_power, self.min_agree, self.warm_up = agree_power, min_agree, warm_up
-        self.restart_frames = restart_frames
+        self.restart_frames, self.min_readings = restart_frames, min_readings
         self._states: dict[int, _State] = {}
         self._frame = -1
 
@@ -103,18 +108,21 @@ class Smoother:
             return faces
         probs = faces.age_probs.astype(np.float64)
         out_probs = probs.copy()
+        valid = ~np.isnan(faces.age)
         for row, tid in enumerate(faces.track_ids):
-            if np.isnan(faces.age[row]):
+            if not valid[row]:
                 continue
             st = self._states.setdefault(int(tid), _State(_Sums(np.zeros(len(self.age_bins))), self._frame))
             out_probs[row] = self._add(st, probs[row], float(faces.p_female[row]), self._weight(faces, row))
+            st.readings += 1
             p_f = st.sums.female / st.sums.weight
             st.label = held_label(p_f, st.label)
             faces.p_female[row] = p_f
             faces.gender[row] = st.label
+            if st.readings < self.min_readings:  # not shown yet: see the class doc
+                valid[row], faces.p_female[row], faces.gender[row] = False, np.nan, "?"
         faces.age_probs = out_probs.astype(np.float32)
         age, low, high = summarize_distribution(out_probs, self.age_bins)
-        valid = ~np.isnan(faces.age)
         faces.age = np.where(valid, age, np.nan).astype(np.float32)
         faces.age_low = np.where(valid, low, np.nan).astype(np.float32)
         faces.age_high = np.where(valid, high, np.nan).astype(np.float32)

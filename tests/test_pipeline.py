@@ -41,11 +41,16 @@ def _frames(path, n):
 def test_detector_tracker_and_estimator_on_a_talking_head(estimator):
     with FrameProcessor(estimator, detector="short") as proc:
         ids = set()
-        for frame in _frames(TALKING, 40):
-            faces = proc.process(frame).faces
+        for n, frame in enumerate(_frames(TALKING, 40)):
+            result = proc.process(frame)
+            faces = result.faces
             assert len(faces) == 1
             ids.add(int(faces.track_ids[0]))
-            assert 0 < faces.age[0] < 100 and 0 <= faces.p_female[0] <= 1
+            assert 0 < result.raw.age[0] < 100
+            if n == 0:  # a new track shows its label from its second reading on (smooth.Smoother)
+                assert np.isnan(faces.age[0]) and faces.gender[0] == "?"
+            else:
+                assert 0 < faces.age[0] < 100 and 0 <= faces.p_female[0] <= 1
     assert ids == {0}
 
 
@@ -62,8 +67,8 @@ def test_faces_followed_between_detections_stay_on_the_face(estimator):
             assert iou(faces.boxes, truth.boxes)[0, 0] > 0.85
             if result.detected:
                 assert np.allclose(faces.boxes, truth.boxes)
-            else:  # labels carried over, no new raw estimate
-                assert np.isnan(raw.age[0]) and not np.isnan(faces.age[0])
+            else:  # labels carried over (from the second reading on), no new raw estimate
+                assert np.isnan(raw.age[0]) and np.isnan(faces.age[0]) == (n < 3)
 
 
 def test_detections_made_ahead_on_a_thread_give_the_same_results(estimator):
@@ -155,8 +160,9 @@ def test_smoother_steadies_a_track_and_new_people_start_fresh():
     for _ in range(4):
         _, ended = tracker.update(Faces())
         smoother.update(Faces(), ended)
-    f, ended = tracker.update(_faces([400, 100, 500, 200], 70, 0.95))
-    f = smoother.update(f, ended)
+    for _ in range(2):  # shown from its second reading on
+        f, ended = tracker.update(_faces([400, 100, 500, 200], 70, 0.95))
+        f = smoother.update(f, ended)
     assert f.track_ids[0] != 0 and abs(f.age[0] - 70) < 3 and f.gender[0] == "F"
 
 
