@@ -201,6 +201,8 @@ def test_a_changed_recipe_does_not_resume_an_old_checkpoint(utkface):
     for changed in (TrainConfig(data_dir=utkface, weight_decay=1e-3), TrainConfig(data_dir=utkface, imagenet=Path("y")),
                     TrainConfig(data_dir=utkface, augment=AugmentConfig(light=0.1))):
         assert _config_key(changed, 10) != _config_key(cfg, 10)
+    taught = TrainConfig(data_dir=utkface, teacher=Path("weights"))
+    assert len({_config_key(taught, 10, "a" * 64), _config_key(taught, 10, "b" * 64), _config_key(cfg, 10)}) == 3
 
 
 def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path: Path):
@@ -275,6 +277,7 @@ def test_a_teacher_s_reading_is_mixed_into_the_gender_targets(tiny_run, tmp_path
     data = _load_data(taught, Console(quiet=True))
     read = Estimator(cfg.out_dir, device="cpu").predict_many(data.train.crops).p_female
     assert np.allclose(data.gender_targets, 0.5 * data.train.genders + 0.5 * read, atol=1e-5)
+    assert data.teacher_sha256 == weights.load_card(cfg.out_dir).tensors_sha256
     assert np.array_equal(_load_data(cfg, Console(quiet=True)).gender_targets, data.train.genders)
     out = tmp_path / "w"  # the tiny weights take 96 px crops: refused before any work
     r = CliRunner().invoke(app, ["train", "--teacher", str(cfg.out_dir), "--out", str(out)])

@@ -24,9 +24,9 @@ def loss_terms(
     """The training loss: age_kl + l1_weight * age_l1 + gender, where age_kl compares the age
     distribution with a label distribution, age_l1 is the error of the expected age and
     gender the BCE of the gender logit against `genders` (1 = female, or a probability: a
-    label mixed with a teacher's reading, see `training.teacher`). The L1 term pulls the expected age (the number
-    shown) onto the true age; the KL term keeps the distribution's shape. gender_weights:
-    (N,) weights of the faces in the gender term (default: all alike).
+    label mixed with a teacher's reading, see `training.teacher`). The L1 term pulls the
+    expected age (the number shown) onto the true age; the KL term keeps the distribution's
+    shape. gender_weights: (N,) weights of the faces in the gender term (default: all alike).
     """
     log_p = F.log_softmax(age_logits, dim=1)
     age_kl = F.kl_div(log_p, age_targets(ages, bins), reduction="batchmean")

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 
 
-def teacher_p_female(weights_dir: Path, crops_rgb: np.ndarray, device: str | None = None) -> np.ndarray:
-    """(N,) float32 P(female) of (N, S, S, 3) uint8 RGB crops read with the weights in
-    `weights_dir`; AgevisionError if they cannot be loaded or take another crop size."""
+def teacher_p_female(weights_dir: Path, crops_rgb: np.ndarray, device: str | None = None
+                     ) -> tuple[np.ndarray, str | None]:
+    """((N,) float32 P(female) of (N, S, S, 3) uint8 RGB crops read with the weights in
+    `weights_dir`, those weights' tensors_sha256); AgevisionError if they cannot be loaded
+    or take another crop size."""
     from agevision.errors import AgevisionError
     from agevision.model.estimator import Estimator
 
@@ -24,7 +26,7 @@ def teacher_p_female(weights_dir: Path, crops_rgb: np.ndarray, device: str | Non
     if len(crops_rgb) and crops_rgb.shape[1] != est.input_size:
         raise AgevisionError(f"--teacher {weights_dir}: its weights take {est.input_size} px crops, "
                              f"not {crops_rgb.shape[1]}")
-    return est.predict_many(crops_rgb).p_female.astype(np.float32)
+    return est.predict_many(crops_rgb).p_female.astype(np.float32), est.card.tensors_sha256
 
 
 def gender_targets(labels: np.ndarray, teacher: np.ndarray | None, weight: float) -> np.ndarray:

@@ -179,6 +179,7 @@ class _Parts:
     draw_weights: torch.Tensor
     gender_weights: torch.Tensor
     gender_targets: np.ndarray
+    teacher_sha256: str | None = None  # the teacher's tensors, when there is one
 
 
 def _load_data(cfg: TrainConfig, console) -> _Parts:
@@ -207,14 +208,14 @@ def _load_data(cfg: TrainConfig, console) -> _Parts:
     turned = _turned(cached_geometry([s.path for s in samples], cfg.cache_dir, cfg.detector), samples, train_d.names)
     draw = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, 0.0, cfg.turned_boost)
     balanced = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, cfg.balance, 0.0)
-    read = None
+    read, teacher_sha = None, None
     if cfg.teacher is not None:
-        read = teacher_p_female(cfg.teacher, train_d.crops, cfg.device)
+        read, teacher_sha = teacher_p_female(cfg.teacher, train_d.crops, cfg.device)
         agree = float(np.mean((read > 0.5) == (train_d.genders == 1)))
         console.print(f"teacher {cfg.teacher}: agrees with {agree:.1%} of the training labels; "
                       f"its reading weighs {cfg.teacher_weight:g} in the gender target")
     targets = gender_targets(train_d.genders, read, cfg.teacher_weight)
-    return _Parts(samples, train_d, val_d, calib_d, no_face, draw, balanced.float(), targets)
+    return _Parts(samples, train_d, val_d, calib_d, no_face, draw, balanced.float(), targets, teacher_sha)
 
 
 @dataclass
@@ -386,6 +387,7 @@ def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _P
         "validation_metrics": val_metrics,
         "history": history,
         "config": _config_dict(cfg),
+        **({"teacher_tensors_sha256": data.teacher_sha256} if cfg.teacher is not None else {}),
         "training_seconds": round(time.time() - started),
         "device": str(device),
         "command": " ".join(["agevision", *sys.argv[1:]]) if sys.argv else "",
@@ -413,7 +415,7 @@ def train(cfg: TrainConfig, console=None) -> dict:
                      denoise=Denoise())
     data = _load_data(cfg, console)
     run = _new_run(cfg, len(data.train.names), device)
-    key = _config_key(cfg, len(data.samples))
+    key = _config_key(cfg, len(data.samples), data.teacher_sha256)
     _resume(run, cfg, key, device, console)
     columns = (TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}  {task.fields[val]}"), TimeRemainingColumn())
@@ -437,13 +439,18 @@ def _config_dict(cfg: TrainConfig) -> dict:
 _RUN_ONLY = ("out_dir", "cache_dir", "checkpoint", "device", "resume")
 
 
-def _config_key(cfg: TrainConfig, n: int) -> str:
+def _config_key(cfg: TrainConfig, n: int, teacher_sha256: str | None = None) -> str:
     """A key for resuming: every field that changes the training (the recipe, augmentation
-    included), plus the number of images; a checkpoint made under another key is not resumed."""
+    included), plus the number of images and the teacher's tensors (when there is a
+    teacher); a checkpoint made under another key is not resumed."""
     import hashlib
     import json
 
     recipe = {k: v for k, v in _config_dict(cfg).items() if k not in _RUN_ONLY}
+    if cfg.teacher is None:  # a run without a teacher keeps the key it had before teachers existed
+        recipe = {k: v for k, v in recipe.items() if k not in ("teacher", "teacher_weight")}
+    else:
+        recipe["teacher_tensors_sha256"] = teacher_sha256
     return hashlib.sha256(json.dumps({"recipe": recipe, "images": n}, sort_keys=True).encode()).hexdigest()[:24]
 
 
