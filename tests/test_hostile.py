@@ -345,3 +345,25 @@ def test_a_file_that_is_not_a_video_is_one_error_line_and_no_bar(tmp_path):
     assert r.returncode == 1 and len(lines) == 1, lines  # not even an empty line before it
     assert lines[0].startswith(f"error: {notes} is not a readable video"), lines
     assert list(tmp_path.iterdir()) == [notes]
+
+
+def test_a_weights_folder_that_is_not_one_gives_one_clear_error(tmp_path):
+    import os
+
+    from agevision.model import weights
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    fifo, folder, device, huge = (tmp_path / n for n in ("fifo", "folder", "device", "huge"))
+    for d in (fifo, folder, device, huge):
+        d.mkdir()
+    os.mkfifo(fifo / "agegender.json")  # reading it would wait for ever
+    (folder / "agegender.json").mkdir()
+    (device / "agegender.json").symlink_to("/dev/zero")  # reading it would never end
+    (huge / "agegender.json").write_text(" " * 2_000_000 + "{}")
+    for d, says in ((a_file, "is not a weights folder"), (fifo, "not a plain file"), (folder, "not a plain file"),
+                    (device, "not a plain file"), (huge, "over 1 MB")):
+        with pytest.raises(AgevisionError, match=says):
+            weights.load_card(d)
+    r = CliRunner().invoke(app, ["train", "--teacher", str(a_file), "--out", str(tmp_path / "w")])
+    assert r.exit_code == 1 and "is not a weights folder" in r.output and "Traceback" not in r.output

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from agevision.model.net import AgeGenderNet
 
 STEM = "agegender"
+MAX_CARD_BYTES = 1_000_000  # the shipped card is under 20 kB; anything far larger is not a card
 
 
 def paths(directory: Path | None = None) -> tuple[Path, Path]:
@@ -86,12 +87,22 @@ def files_digest(directory: Path | None = None) -> str:
 def load_card(directory: Path | None = None) -> ModelCard:
     """Read and check the model card. Raises AgevisionError if missing or malformed."""
     _, card_path = paths(directory)
+    if directory is not None and Path(directory).exists() and not Path(directory).is_dir():
+        raise AgevisionError(f"{directory} is not a weights folder (it is a file)")
     try:
-        raw = json.loads(card_path.read_text())
+        if card_path.exists() and not card_path.is_file():  # a folder, a FIFO, a device
+            raise AgevisionError(f"model card {card_path} is not a plain file")
+        with open(card_path, "rb") as f:
+            text = f.read(MAX_CARD_BYTES + 1)
+        if len(text) > MAX_CARD_BYTES:
+            raise AgevisionError(f"model card {card_path} is over {MAX_CARD_BYTES // 1_000_000} MB: not a model card")
+        raw = json.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise AgevisionError(f"model card missing: {card_path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AgevisionError(f"model card {card_path} is not valid JSON: {err}") from None
+    except OSError as err:
+        raise AgevisionError(f"model card {card_path} cannot be read: {err.strerror or err}") from None
     return ModelCard.from_dict(raw, f"model card {card_path}")
 
 
