@@ -115,7 +115,7 @@ class _Sightings:
     latest: dict[bool, dict] = field(default_factory=dict)  # detected-only? -> last record with an age
     best: dict[bool, tuple] = field(default_factory=dict)  # detected-only? -> (key, frame, box, quality)
     sums: dict[bool, np.ndarray] = field(default_factory=dict)  # detected-only? -> w, w*age, low, high, p_female
-    readings: int = 0  # detected records with an estimate
+    readings: int = 0  # detected records with an estimate of their own (raw_age)
 
     def add(self, r: dict) -> None:
         self.last = r["time"]
@@ -126,8 +126,9 @@ class _Sightings:
             key = best_face_key(r.get("quality"), r["box"], r.get("readable", True))
             if only_detected not in self.best or key > self.best[only_detected][0]:
                 self.best[only_detected] = (key, int(r["frame"]), list(r["box"]), float(r.get("quality") or 0.0))
+            # a reading: the frame's own estimate (a track's first is read but not shown, see smooth)
+            self.readings += only_detected and r.get("raw_age", r.get("age")) is not None
             if r.get("age") is not None:
-                self.readings += only_detected
                 self.latest[only_detected] = {k: r.get(k) for k in ("age", "age_low", "age_high", "p_female")}
                 w = max(r.get("quality") or 0.0, 0.05)
                 row = w * np.array([1.0, r["age"], r["age_low"], r["age_high"], r["p_female"]])

@@ -28,11 +28,12 @@ MAX_FRAME = 1 << 31  # frame numbers and track ids beyond this are not from a re
 def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | None = None,
                  source: str | None = None, detected: bool = True) -> list[dict]:
     """One JSON-ready dict per face ("type": "face"): frame, time, track id, person id (None
-    here: known when the run is over, see `with_persons`), box, detection
-    score, face quality, smoothed and raw age, 80% interval, P(female), the gender shown ("F",
-    "M" or "?"), whether the face could be read (unreadable faces have no age), and whether
-    the face was detected in this frame (False: a frame between detections, where the
-    box is the tracker's prediction and the estimates are carried over)."""
+    here: known when the run is over, see `with_persons`), box, detection score, face
+    quality, smoothed and raw age, 80% interval, P(female), the gender shown ("F", "M" or
+    "?"; a new track shows none until its second reading, but its raw reading is kept),
+    whether the face could be read (unreadable faces have no age), and whether the face was
+    detected in this frame (False: a frame between detections, where the box is the
+    tracker's prediction and the estimates are carried over)."""
     records = []
     for i in range(len(faces)):
         known = not np.isnan(faces.age[i])
@@ -55,8 +56,9 @@ def face_records(faces: Faces, frame_index: int, time_s: float, raw: Faces | Non
             "p_female": num(faces.p_female[i], 3),
             "gender": str(faces.gender[i]) if known else "?",
             "readable": bool(faces.readable[i]),
-            "raw_age": num(raw.age[i], 1) if raw is not None else None,
-            "raw_p_female": num(raw.p_female[i], 3) if raw is not None else None,
+            # the frame's own reading, also where none is shown yet (a new track, see smooth)
+            "raw_age": num(raw.age[i], 1, known=True) if raw is not None else None,
+            "raw_p_female": num(raw.p_female[i], 3, known=True) if raw is not None else None,
             "detected": detected,
         }
         if source is not None:

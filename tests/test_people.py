@@ -170,7 +170,7 @@ def test_video_summary_and_report_end_to_end(tmp_path):
     person: dict[int, int | None] = {}
     for rec in lines[1:-1]:
         times.setdefault(rec["track_id"], []).append(rec["time"])
-        readings[rec["track_id"]] = readings.get(rec["track_id"], 0) + (rec["detected"] and rec["age"] is not None)
+        readings[rec["track_id"]] = readings.get(rec["track_id"], 0) + (rec["detected"] and rec["raw_age"] is not None)
         person[rec["track_id"]] = rec["person"]
     # a row per person (tracks grouped by identity) with 3 readable frames, by first sighting; a track
     # without a person (never a face the identity model found) counts as unreadable if seen for

@@ -222,6 +222,12 @@ def test_video_command_end_to_end(tmp_path):
     assert len(detected) > 80 and {82, 211} <= extra and len(extra) <= 5, extra
     assert all(r["raw_age"] is None for r in faces if not r["detected"])
     assert all(r["raw_age"] is not None for r in faces if r["detected"] and r["age"] is not None)
+    first = {}  # each track's first record: its reading kept, no label shown yet
+    for r in faces:
+        first.setdefault(r["track_id"], r)
+    read_first = [r for r in first.values() if r["readable"]]
+    assert read_first and all(r["age"] is None and r["gender"] == "?" and r["raw_age"] is not None
+                              for r in read_first)
     assert not list(tmp_path.glob(".*partial*"))
 
 
