@@ -120,14 +120,15 @@ class _Sightings:
     def add(self, r: dict) -> None:
         self.last = r["time"]
         self.frames.append(int(r["frame"]))
+        # a reading: the frame's own estimate (a track's first is read but not shown, see smooth)
+        if r.get("detected", True) and r.get("raw_age", r.get("age")) is not None:
+            self.readings += 1
         for only_detected in (False, True):
             if only_detected and not r.get("detected", True):
                 continue
             key = best_face_key(r.get("quality"), r["box"], r.get("readable", True))
             if only_detected not in self.best or key > self.best[only_detected][0]:
                 self.best[only_detected] = (key, int(r["frame"]), list(r["box"]), float(r.get("quality") or 0.0))
-            # a reading: the frame's own estimate (a track's first is read but not shown, see smooth)
-            self.readings += only_detected and r.get("raw_age", r.get("age")) is not None
             if r.get("age") is not None:
                 self.latest[only_detected] = {k: r.get(k) for k in ("age", "age_low", "age_high", "p_female")}
                 w = max(r.get("quality") or 0.0, 0.05)

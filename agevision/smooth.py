@@ -117,10 +117,9 @@ class Smoother:
             st.readings += 1
             p_f = st.sums.female / st.sums.weight
             st.label = held_label(p_f, st.label)
-            faces.p_female[row] = p_f
-            faces.gender[row] = st.label
-            if st.readings < self.min_readings:  # not shown yet: see the class doc
-                valid[row], faces.p_female[row], faces.gender[row] = False, np.nan, "?"
+            valid[row] = st.readings >= self.min_readings  # a new track is not shown yet: see the class doc
+            faces.p_female[row] = p_f if valid[row] else np.nan
+            faces.gender[row] = st.label if valid[row] else "?"
         faces.age_probs = out_probs.astype(np.float32)
         age, low, high = summarize_distribution(out_probs, self.age_bins)
         faces.age = np.where(valid, age, np.nan).astype(np.float32)

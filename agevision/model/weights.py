@@ -87,11 +87,11 @@ def files_digest(directory: Path | None = None) -> str:
 def load_card(directory: Path | None = None) -> ModelCard:
     """Read and check the model card. Raises AgevisionError if missing or malformed."""
     _, card_path = paths(directory)
-    if directory is not None and Path(directory).exists() and not Path(directory).is_dir():
-        raise AgevisionError(f"{directory} is not a weights folder (it is a file)")
+    if card_path.parent.exists() and not card_path.parent.is_dir():
+        raise AgevisionError(f"{card_path.parent} is not a weights folder (it is a file)")
+    if card_path.exists() and not card_path.is_file():  # a folder, a FIFO, a device
+        raise AgevisionError(f"model card {card_path} is not a plain file")
     try:
-        if card_path.exists() and not card_path.is_file():  # a folder, a FIFO, a device
-            raise AgevisionError(f"model card {card_path} is not a plain file")
         with open(card_path, "rb") as f:
             text = f.read(MAX_CARD_BYTES + 1)
         if len(text) > MAX_CARD_BYTES:

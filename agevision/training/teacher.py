@@ -18,14 +18,10 @@ def teacher_p_female(weights_dir: Path, crops_rgb: np.ndarray, device: str | Non
                      ) -> tuple[np.ndarray, str | None]:
     """((N,) float32 P(female) of (N, S, S, 3) uint8 RGB crops read with the weights in
     `weights_dir`, those weights' tensors_sha256); AgevisionError if they cannot be loaded
-    or take another crop size."""
-    from agevision.errors import AgevisionError
+    or take another crop size (`Estimator.predict`)."""
     from agevision.model.estimator import Estimator
 
     est = Estimator(weights_dir, device=device, flip=False)
-    if len(crops_rgb) and crops_rgb.shape[1] != est.input_size:
-        raise AgevisionError(f"--teacher {weights_dir}: its weights take {est.input_size} px crops, "
-                             f"not {crops_rgb.shape[1]}")
     return est.predict_many(crops_rgb).p_female.astype(np.float32), est.card.tensors_sha256
 
 
