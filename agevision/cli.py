@@ -173,6 +173,10 @@ def train(
                                                   "gender target (distillation)")] = None,
     teacher_weight: Annotated[float, typer.Option(min=0, max=1, help="share of the teacher's reading in the "
                                                   "gender target")] = 0.5,
+    age_head_only: Annotated[bool, typer.Option("--age-head-only", help="with --init: retrain only the age rows "
+                                                "of the last layer on the frozen network (its gender reading "
+                                                "stays as it is); --epochs is then the number of copies of the "
+                                                "training faces read")] = False,
     device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
@@ -186,6 +190,10 @@ def train(
     except ValueError as err:
         raise AgevisionError(f"--augment: {err}") from None
 
+    if age_head_only and init is None:
+        raise AgevisionError("--age-head-only retrains the age rows of other weights: pass --init DIR")
+    if age_head_only and teacher is not None:
+        raise AgevisionError("--age-head-only keeps the gender reading of --init: --teacher does not apply")
     if duplicates is not None and not duplicates.is_file():
         raise AgevisionError(f"duplicates file not found: {duplicates}")
     for folder, what in ((out, "--out"), (cache_dir, "--cache-dir"), (checkpoint.parent, "--checkpoint")):
@@ -204,7 +212,15 @@ def train(
         teacher_weight=teacher_weight,
         **{k: v for k, v in (("balance", balance), ("turned_boost", turned_boost)) if v is not None},
     )
-    card = run(cfg, console)
+    if age_head_only:
+        from agevision.training.age_head import refit
+
+        if teacher is not None:
+            raise AgevisionError("--age-head-only keeps the gender reading of --init: --teacher does not apply")
+
+        card = refit(cfg, console)
+    else:
+        card = run(cfg, console)
     m = card["validation_metrics"]
     if m:
         console.print(f"validation: age MAE {m['age_mae']:.2f}, gender accuracy {m['gender_accuracy']:.1%}, "

@@ -282,3 +282,36 @@ def test_a_teacher_s_reading_is_mixed_into_the_gender_targets(tiny_run, tmp_path
     out = tmp_path / "w"  # the tiny weights take 96 px crops: refused before any work
     r = CliRunner().invoke(app, ["train", "--teacher", str(cfg.out_dir), "--out", str(out)])
     assert r.exit_code == 1 and "--teacher" in r.output and "96 px" in r.output and not out.exists()
+
+
+def test_an_age_head_refit_changes_the_age_rows_only(tiny_run, tmp_path: Path):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from agevision.cli import app
+    from agevision.training.age_head import refit
+    from agevision.training.train import _load_data, predict_logits
+
+    cfg, _ = tiny_run
+    card = refit(replace(cfg, init=cfg.out_dir, out_dir=tmp_path / "aged", epochs=2), Console(quiet=True))
+    (start, start_card), (end, end_card) = weights.load(cfg.out_dir), weights.load(tmp_path / "aged")
+    before, after = start.state_dict(), end.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head."))
+    for name in ("head.weight", "head.bias"):
+        assert torch.equal(before[name][-1], after[name][-1])  # the gender row
+        assert not torch.equal(before[name][:-1], after[name][:-1])  # the age rows did train
+    assert (end_card.gender_temperature, end_card.gender_ensemble) == (start_card.gender_temperature,
+                                                                       start_card.gender_ensemble)
+    refit_info = card["age_head_refit"]
+    assert refit_info["from_tensors_sha256"] == start_card.tensors_sha256 and refit_info["copies"] == 2
+    assert refit_info["losses"][-1] < refit_info["losses"][0]
+    crops = _load_data(cfg, Console(quiet=True)).val.crops
+    (a0, g0), (a1, g1) = (predict_logits(m, crops, torch.device("cpu"), start_card) for m in (start, end))
+    assert np.array_equal(g0, g1) and not np.array_equal(a0, a1)
+    out = tmp_path / "w"
+    for args, says in ((["--age-head-only"], "--init"),
+                       (["--age-head-only", "--init", str(cfg.out_dir), "--input-size", "96", "--teacher",
+                         str(cfg.out_dir)], "--teacher")):
+        r = CliRunner().invoke(app, ["train", *args, "--out", str(out)])
+        assert r.exit_code == 1 and says in r.output and not out.exists(), r.output

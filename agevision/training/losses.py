@@ -17,6 +17,16 @@ def age_targets(ages: torch.Tensor, bins: torch.Tensor, sigma: float = 2.0) -> t
     return t / t.sum(dim=1, keepdim=True)
 
 
+def age_loss(age_logits: torch.Tensor, ages: torch.Tensor, bins: torch.Tensor, l1_weight: float = 0.05
+             ) -> torch.Tensor:
+    """age_kl + l1_weight * age_l1 (see `loss_terms`): the age part of the training loss."""
+    log_p = F.log_softmax(age_logits, dim=1)
+    age_kl = F.kl_div(log_p, age_targets(ages, bins), reduction="batchmean")
+    expected = (log_p.exp() * bins).sum(dim=1)
+    age_l1 = (expected - ages.float().clamp(bins[0], bins[-1])).abs().mean()
+    return age_kl + l1_weight * age_l1
+
+
 def loss_terms(
     age_logits: torch.Tensor, gender_logit: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor,
     bins: torch.Tensor, l1_weight: float = 0.05, gender_weights: torch.Tensor | None = None,
@@ -28,13 +38,10 @@ def loss_terms(
     expected age (the number shown) onto the true age; the KL term keeps the distribution's
     shape. gender_weights: (N,) weights of the faces in the gender term (default: all alike).
     """
-    log_p = F.log_softmax(age_logits, dim=1)
-    age_kl = F.kl_div(log_p, age_targets(ages, bins), reduction="batchmean")
-    expected = (log_p.exp() * bins).sum(dim=1)
-    age_l1 = (expected - ages.float().clamp(bins[0], bins[-1])).abs().mean()
+    age = age_loss(age_logits, ages, bins, l1_weight)
     if gender_weights is None:
         gender = F.binary_cross_entropy_with_logits(gender_logit, genders.float())
     else:
         per_face = F.binary_cross_entropy_with_logits(gender_logit, genders.float(), reduction="none")
         gender = (per_face * gender_weights).sum() / gender_weights.sum().clamp(min=1e-6)
-    return age_kl + l1_weight * age_l1 + gender
+    return age + gender
