@@ -177,6 +177,9 @@ def train(
                                                 "of the last layer on the frozen network (its gender reading "
                                                 "stays as it is); --epochs is then the number of copies of the "
                                                 "training faces read")] = False,
+    keep_gender: Annotated[bool, typer.Option("--keep-gender", help="with --init: each augmented face's gender "
+                                              "target is what the --init network reads of it, not its label "
+                                              "(fine-tune the age, keep the gender reading)")] = False,
     device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
@@ -194,6 +197,8 @@ def train(
         raise AgevisionError("--age-head-only retrains the age rows of other weights: pass --init DIR")
     if age_head_only and teacher is not None:
         raise AgevisionError("--age-head-only keeps the gender reading of --init: --teacher does not apply")
+    if keep_gender and (init is None or teacher is not None):
+        raise AgevisionError("--keep-gender keeps the gender reading of --init: pass --init DIR, and no --teacher")
     if duplicates is not None and not duplicates.is_file():
         raise AgevisionError(f"duplicates file not found: {duplicates}")
     for folder, what in ((out, "--out"), (cache_dir, "--cache-dir"), (checkpoint.parent, "--checkpoint")):
@@ -209,7 +214,7 @@ def train(
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
         lr=lr, freeze_blocks=freeze_blocks, l1_weight=l1_weight, ema_decay=ema_decay, seed=seed, limit=limit,
         device=device, resume=resume, init=init, augment=augment_config, teacher=teacher,
-        teacher_weight=teacher_weight,
+        teacher_weight=teacher_weight, keep_gender=keep_gender,
         **{k: v for k, v in (("balance", balance), ("turned_boost", turned_boost)) if v is not None},
     )
     if age_head_only:

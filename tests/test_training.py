@@ -315,3 +315,41 @@ def test_an_age_head_refit_changes_the_age_rows_only(tiny_run, tmp_path: Path):
                          str(cfg.out_dir)], "--teacher")):
         r = CliRunner().invoke(app, ["train", *args, "--out", str(out)])
         assert r.exit_code == 1 and says in r.output and not out.exists(), r.output
+
+
+def test_keep_gender_takes_the_init_network_s_reading_of_each_augmented_face_as_the_target(
+        tiny_run, tmp_path: Path, monkeypatch):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    import agevision.training.train as train_mod
+    from agevision.cli import app
+    from agevision.model.net import split_logits
+
+    cfg, _ = tiny_run
+    seen = {"x": [], "targets": []}
+    real_augment, real_loss = train_mod.augment, train_mod.loss_terms
+
+    def augment(*args, **kwargs):
+        seen["x"].append(real_augment(*args, **kwargs))
+        return seen["x"][-1]
+
+    def loss_terms(age_logits, gender_logit, ages, genders, *args, **kwargs):
+        seen["targets"].append(genders.detach().clone())
+        return real_loss(age_logits, gender_logit, ages, genders, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "augment", augment)
+    monkeypatch.setattr(train_mod, "loss_terms", loss_terms)
+    run = replace(cfg, init=cfg.out_dir, imagenet=None, epochs=1, keep_gender=True, calib_augmented=0,
+                  out_dir=tmp_path / "kept", checkpoint=tmp_path / "c.pt")
+    card = train(run, Console(quiet=True))
+    assert card["config"]["keep_gender"] is True
+    init, init_card = weights.load(cfg.out_dir)
+    with torch.no_grad():
+        expected = torch.sigmoid(split_logits(init(train_mod._normalise(seen["x"][0], init_card)))[1])
+    assert torch.allclose(seen["targets"][0], expected, atol=1e-4)
+    assert not torch.all((seen["targets"][0] == 0) | (seen["targets"][0] == 1))  # not the labels
+    out = tmp_path / "x"
+    r = CliRunner().invoke(app, ["train", "--keep-gender", "--out", str(out)])
+    assert r.exit_code == 1 and "--init" in r.output and not out.exists()

@@ -56,6 +56,10 @@ class TrainConfig:
     teacher: a weights folder whose reading of each training face (P(female), its second
     gender network included) is mixed into the gender target with teacher_weight (see
     `training.teacher`); None: the labels alone.
+    keep_gender: with init, each augmented face's gender target is what the init network
+    itself reads of that same face (sigmoid of its gender logit) instead of its label, so
+    that fine-tuning moves the age and keeps the gender reading of init as nearly as the
+    network can.
     """
 
     data_dir: Path
@@ -84,6 +88,7 @@ class TrainConfig:
     init: Path | None = None
     teacher: Path | None = None
     teacher_weight: float = 0.5
+    keep_gender: bool = False
     history: list = field(default_factory=list)
 
 
@@ -227,6 +232,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: _Ema | None
     steps_per_epoch: int
+    gender_teacher: AgeGenderNet | None = None  # the init network, frozen (cfg.keep_gender)
     epoch: int = 0
     history: list = field(default_factory=list)
 
@@ -245,6 +251,13 @@ def _new_run(cfg: TrainConfig, n_train: int, device: torch.device) -> _Run:
             raise AgevisionError(f"--init {cfg.init}: its card has another input size or age bins")
         model.load_state_dict(start.state_dict())
     model = model.to(memory_format=torch.channels_last)
+    gender_teacher = None
+    if cfg.keep_gender:
+        if cfg.init is None:
+            raise AgevisionError("keep_gender keeps the gender reading of the init weights: pass --init DIR")
+        import copy
+
+        gender_teacher = copy.deepcopy(model).eval().requires_grad_(False)
     _set_trainable(model, cfg.freeze_blocks)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -259,7 +272,7 @@ def _new_run(cfg: TrainConfig, n_train: int, device: torch.device) -> _Run:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     ema = _Ema(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    return _Run(model, optimizer, scheduler, ema, steps_per_epoch)
+    return _Run(model, optimizer, scheduler, ema, steps_per_epoch, gender_teacher)
 
 
 def _resume(run: _Run, cfg: TrainConfig, key: str, device: torch.device, console) -> None:
@@ -320,6 +333,9 @@ def _epoch(run: _Run, cfg: TrainConfig, data: _Parts, card: ModelCard, device: t
         x = _normalise(augment(_to_batch(train_d.crops[idx], device), gen, cfg.augment), card)
         ages = torch.from_numpy(train_d.ages[idx]).to(device)
         genders = torch.from_numpy(data.gender_targets[idx]).to(device)
+        if run.gender_teacher is not None:
+            with torch.no_grad():
+                genders = torch.sigmoid(split_logits(run.gender_teacher(x).float())[1])
         age_logits, gender_logit = split_logits(run.model(x).float())
         loss = loss_terms(age_logits, gender_logit, ages, genders, bins, cfg.l1_weight,
                           data.gender_weights[idx].to(device))
@@ -449,6 +465,8 @@ def _config_key(cfg: TrainConfig, n: int, teacher_sha256: str | None = None) -> 
     recipe = {k: v for k, v in _config_dict(cfg).items() if k not in _RUN_ONLY}
     if cfg.teacher is None:  # a run without a teacher keeps the key it had before teachers existed
         recipe = {k: v for k, v in recipe.items() if k not in ("teacher", "teacher_weight")}
+    if not cfg.keep_gender:  # nor does one that does not keep the gender of its init
+        recipe.pop("keep_gender", None)
     else:
         recipe["teacher_tensors_sha256"] = teacher_sha256
     return hashlib.sha256(json.dumps({"recipe": recipe, "images": n}, sort_keys=True).encode()).hexdigest()[:24]
