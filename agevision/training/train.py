@@ -465,10 +465,10 @@ def _config_key(cfg: TrainConfig, n: int, teacher_sha256: str | None = None) -> 
     recipe = {k: v for k, v in _config_dict(cfg).items() if k not in _RUN_ONLY}
     if cfg.teacher is None:  # a run without a teacher keeps the key it had before teachers existed
         recipe = {k: v for k, v in recipe.items() if k not in ("teacher", "teacher_weight")}
-    if not cfg.keep_gender:  # nor does one that does not keep the gender of its init
-        recipe.pop("keep_gender", None)
     else:
         recipe["teacher_tensors_sha256"] = teacher_sha256
+    if not cfg.keep_gender:  # nor does one that does not keep the gender of its init
+        recipe.pop("keep_gender", None)
     return hashlib.sha256(json.dumps({"recipe": recipe, "images": n}, sort_keys=True).encode()).hexdigest()[:24]
 
 
