@@ -91,9 +91,9 @@ def test_a_killed_batch_resumes_and_never_leaves_a_result_that_looks_complete(tm
     first = out / "LivePortrait__driving_d0" / "done.json"
     second = out / "SadTalker__WDA_AlexandriaOcasioCortez_000"
     deadline = time.time() + 240
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(1.0)  # into the second video
+    while not (first.exists() and second.is_dir()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.2)  # into the second video (its folder is made first; its 200 frames take far longer)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert first.exists() and not (second / "done.json").exists()

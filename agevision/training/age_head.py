@@ -24,7 +24,6 @@ from agevision.model import weights
 from agevision.model.denoise import denoise
 from agevision.model.net import NUM_AGE_BINS, AgeGenderNet
 from agevision.training import calibration
-from agevision.training.augment import augment
 from agevision.training.losses import age_loss
 
 PASSES = 4  # passes over all the copies' features
@@ -42,17 +41,6 @@ def features(model: AgeGenderNet, crops: np.ndarray, card, device: torch.device)
             x = _normalise(_to_batch(crops[i : i + BATCH], device), card)
             out.append(model.pool(model.features(x)).flatten(1).float().cpu())
     return torch.cat(out) if out else torch.zeros((0, 1280))
-
-
-def augmented_copy(crops: np.ndarray, generator: torch.Generator, cfg) -> np.ndarray:
-    """One augmented copy (uint8 RGB, like the input) of the crops, as `cfg.augment` says."""
-    from agevision.training.train import _to_batch
-
-    batches = []
-    for i in range(0, len(crops), BATCH):
-        x = augment(_to_batch(crops[i : i + BATCH], torch.device("cpu")), generator, cfg.augment)
-        batches.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(batches) if batches else crops[:0]
 
 
 def fit_age_rows(head: torch.nn.Linear, feats: torch.Tensor, ages: torch.Tensor, cfg) -> list[float]:
@@ -89,7 +77,14 @@ def refit(cfg, console) -> dict:
     """Run the age-head retraining as set out above; returns the card written to cfg.out_dir
     (a dict). cfg: a `train.TrainConfig` with `init`; AgevisionError without one."""
     from agevision.model.torch_backend import pick_device
-    from agevision.training.train import _calibration_logits, _config_dict, _load_data, card_metrics, predict_logits
+    from agevision.training.train import (
+        _calibration_logits,
+        _config_dict,
+        _load_data,
+        augmented_copy,
+        card_metrics,
+        predict_logits,
+    )
 
     if cfg.init is None:
         raise AgevisionError("--age-head-only retrains the age rows of other weights: pass --init DIR")
@@ -102,7 +97,7 @@ def refit(cfg, console) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     train_feats = []
     for copy in range(cfg.epochs):
-        crops = data.train.crops if copy == 0 else augmented_copy(data.train.crops, gen, cfg)
+        crops = data.train.crops if copy == 0 else augmented_copy(data.train.crops, gen, cfg.augment)
         train_feats.append(features(model, denoise(crops, card.denoise), card, device))
         console.print(f"features of the training faces, copy {copy + 1}/{cfg.epochs} "
                       f"({time.time() - started:.0f} s)")

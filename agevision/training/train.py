@@ -508,14 +508,17 @@ def calibration_copies(crops: np.ndarray, cfg: TrainConfig) -> list[np.ndarray]:
     """The calibration crops as they are and `cfg.calib_augmented` augmented copies (fixed
     seed from cfg.seed), each (N, S, S, 3) uint8 RGB: what calibration is fitted on."""
     gen = torch.Generator().manual_seed(cfg.seed + 7)
-    copies = [crops]
-    for _ in range(cfg.calib_augmented):
-        batches = []
-        for i in range(0, len(crops), 256):
-            x = augment(_to_batch(crops[i : i + 256], torch.device("cpu")), gen, cfg.augment)
-            batches.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
-        copies.append(np.concatenate(batches) if batches else crops[:0])
-    return copies
+    return [crops] + [augmented_copy(crops, gen, cfg.augment) for _ in range(cfg.calib_augmented)]
+
+
+def augmented_copy(crops: np.ndarray, generator: torch.Generator, config: AugmentConfig) -> np.ndarray:
+    """One augmented copy of (N, S, S, 3) uint8 RGB crops, as `config` says, the same shape
+    and type; the draws come from `generator`."""
+    batches = []
+    for i in range(0, len(crops), 256):
+        x = augment(_to_batch(crops[i : i + 256], torch.device("cpu")), generator, config)
+        batches.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(batches) if batches else crops[:0]
 
 
 def _calibration_logits(model: AgeGenderNet, data: _Data, cfg: TrainConfig, device: torch.device, card: ModelCard):
