@@ -193,12 +193,6 @@ def train(
     except ValueError as err:
         raise AgevisionError(f"--augment: {err}") from None
 
-    if age_head_only and init is None:
-        raise AgevisionError("--age-head-only retrains the age rows of other weights: pass --init DIR")
-    if age_head_only and teacher is not None:
-        raise AgevisionError("--age-head-only keeps the gender reading of --init: --teacher does not apply")
-    if keep_gender and (init is None or teacher is not None):
-        raise AgevisionError("--keep-gender keeps the gender reading of --init: pass --init DIR, and no --teacher")
     if duplicates is not None and not duplicates.is_file():
         raise AgevisionError(f"duplicates file not found: {duplicates}")
     for folder, what in ((out, "--out"), (cache_dir, "--cache-dir"), (checkpoint.parent, "--checkpoint")):
@@ -219,9 +213,6 @@ def train(
     )
     if age_head_only:
         from agevision.training.age_head import refit
-
-        if teacher is not None:
-            raise AgevisionError("--age-head-only keeps the gender reading of --init: --teacher does not apply")
 
         card = refit(cfg, console)
     else:

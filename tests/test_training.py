@@ -203,7 +203,7 @@ def test_a_changed_recipe_does_not_resume_an_old_checkpoint(utkface):
         assert _config_key(changed, 10) != _config_key(cfg, 10)
     taught = TrainConfig(data_dir=utkface, teacher=Path("weights"))
     assert len({_config_key(taught, 10, "a" * 64), _config_key(taught, 10, "b" * 64), _config_key(cfg, 10)}) == 3
-    assert _config_key(TrainConfig(data_dir=utkface, keep_gender=True), 10) != _config_key(cfg, 10)
+    assert _config_key(TrainConfig(data_dir=utkface, init=Path("w"), keep_gender=True), 10) != _config_key(cfg, 10)
 
 
 def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path: Path):

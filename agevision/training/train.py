@@ -91,6 +91,10 @@ class TrainConfig:
     keep_gender: bool = False
     history: list = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.keep_gender and (self.init is None or self.teacher is not None):
+            raise AgevisionError("--keep-gender keeps the gender reading of --init: pass --init DIR, and no --teacher")
+
 
 IMAGENET_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"  # torchvision's own file
 
@@ -252,9 +256,7 @@ def _new_run(cfg: TrainConfig, n_train: int, device: torch.device) -> _Run:
         model.load_state_dict(start.state_dict())
     model = model.to(memory_format=torch.channels_last)
     gender_teacher = None
-    if cfg.keep_gender:
-        if cfg.init is None:
-            raise AgevisionError("keep_gender keeps the gender reading of the init weights: pass --init DIR")
+    if cfg.keep_gender:  # TrainConfig makes sure there is an init
         import copy
 
         gender_teacher = copy.deepcopy(model).eval().requires_grad_(False)
