@@ -111,6 +111,12 @@ def _check_device(value: str | None) -> str | None:
     return value
 
 
+def _check_crop(value: str) -> str:
+    if value not in ("tight", "wide"):
+        raise typer.BadParameter(f"{value!r} is not one of 'tight', 'wide'")
+    return value
+
+
 DetectorOpt = Annotated[
     str | None,
     typer.Option(callback=_check_detector, metavar="short|full",
@@ -180,6 +186,11 @@ def train(
     keep_gender: Annotated[bool, typer.Option("--keep-gender", help="with --init: each augmented face's gender "
                                               "target is what the --init network reads of it, not its label "
                                               "(fine-tune the age, keep the gender reading)")] = False,
+    crop: Annotated[str, typer.Option(
+        callback=_check_crop, metavar="tight|wide",
+        help="where the face sits in its crop: 'tight' (the detector box fills it, as UTKFace's pictures do) or "
+        "'wide' (the box fills 62% and the rest is UTKFace's edge smeared outwards: weights made before "
+        "'tight'); with --age-head-only, the --init weights' own")] = "tight",
     device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
@@ -197,18 +208,24 @@ def train(
         raise AgevisionError(f"duplicates file not found: {duplicates}")
     for folder, what in ((out, "--out"), (cache_dir, "--cache-dir"), (checkpoint.parent, "--checkpoint")):
         check_folder_writable(folder, what)
+    from agevision.align import TIGHT
+    from agevision.model.card import CropGeometry
     from agevision.model.weights import load_card
 
+    geometry = TIGHT if crop == "tight" else CropGeometry()
     for folder, what in ((init, "--init"), (teacher, "--teacher")):  # before the crops: a wrong folder at once
         size = input_size if folder is None else load_card(folder).input_size
         if size != input_size:
             raise AgevisionError(f"{what} {folder}: its weights take {size} px crops, not --input-size {input_size}")
+    for folder, what in ((teacher, "--teacher"), (init if keep_gender else None, "--init with --keep-gender")):
+        if folder is not None and load_card(folder).crop != geometry and not age_head_only:
+            raise AgevisionError(f"{what} {folder}: its weights read crops placed otherwise than --crop {crop}")
     cfg = TrainConfig(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
         lr=lr, freeze_blocks=freeze_blocks, l1_weight=l1_weight, ema_decay=ema_decay, seed=seed, limit=limit,
         device=device, resume=resume, init=init, augment=augment_config, teacher=teacher,
-        teacher_weight=teacher_weight, keep_gender=keep_gender,
+        teacher_weight=teacher_weight, keep_gender=keep_gender, crop=geometry,
         **{k: v for k, v in (("balance", balance), ("turned_boost", turned_boost)) if v is not None},
     )
     if age_head_only:
@@ -611,13 +628,14 @@ def _check_crops(weights: Path | None):
     from agevision.defaults import UTKFACE_DIR
     from agevision.model import weights as weights_files
 
-    size = weights_files.load_card(weights).input_size
+    card = weights_files.load_card(weights)
+    size = card.input_size
     files = sorted(UTKFACE_DIR.glob("*.jpg"))[:32] if UTKFACE_DIR.is_dir() else []
     if files:
         from agevision.align import align_crops
         from agevision.images import crop_face, read_bgr
 
-        crops = [align_crops(img, crop_face(img), size)[0] for img in (read_bgr(f) for f in files)]
+        crops = [align_crops(img, crop_face(img), size, geometry=card.crop)[0] for img in (read_bgr(f) for f in files)]
         return np.stack(crops), "UTKFace face crops"
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (16, size, size, 3), dtype=np.uint8), "random crops (no UTKFace here)"

@@ -42,5 +42,5 @@ def calibration_faces(card, cache_dir):
 
     seed = int(card.extra.get("training_data", {}).get("split_seed", 0))
     parts = split(load_folder(UTKFACE), read_duplicate_groups(DUPLICATES), seed=seed)
-    crops = cached_crops([s.path for s in parts["calib"]], card.input_size, cache_dir).crops
+    crops = cached_crops([s.path for s in parts["calib"]], card.input_size, cache_dir, crop=card.crop).crops
     return parts, calibration_copies(crops, replace(TrainConfig(data_dir=UTKFACE), seed=seed))

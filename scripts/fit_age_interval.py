@@ -64,7 +64,7 @@ def main() -> None:
     print(f"{len(ages)} calibration faces ({n} as they are, {len(reps) - 1} augmented copies): age temperature "
           f"{card.age_temperature} -> {new_t}")
     val = parts["val"]
-    vcrops = cached_crops([s.path for s in val], card.input_size, REPO / ".cache").crops
+    vcrops = cached_crops([s.path for s in val], card.input_size, REPO / ".cache", crop=card.crop).crops
     vlogits, vgender = both_logits(vcrops)
     vages = np.array([s.age for s in val], np.float64)
     for name, z, truth in (("calibration faces as they are", logits[:n], ages[:n]),

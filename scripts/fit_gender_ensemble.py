@@ -46,7 +46,7 @@ def main() -> None:
     calib = parts["calib"]
     crops = np.concatenate(reps)
     genders = np.tile([s.gender for s in calib], len(reps))
-    (zm, ages), zs = model_z(crops), ensemble.second_logits(est.prepare(crops), card.input_size)
+    (zm, ages), zs = model_z(crops), ensemble.second_logits(est.prepare(crops), card.input_size, card.crop)
     new = ensemble.attach(card, zm, zs, genders, ages)
     spec = new.gender_ensemble
     print(f"{len(genders)} calibration faces ({len(calib)} as they are, {len(reps) - 1} augmented copies), "
@@ -65,10 +65,10 @@ def main() -> None:
     accuracy("calibration faces as they are", zm[:n], zs[:n], genders[:n], ages[:n])
     accuracy("calibration faces augmented", zm[n:], zs[n:], genders[n:], ages[n:])
     val = parts["val"]
-    vcrops = cached_crops([s.path for s in val], card.input_size, REPO / ".cache").crops
+    vcrops = cached_crops([s.path for s in val], card.input_size, REPO / ".cache", crop=card.crop).crops
     vz, vage = model_z(vcrops)
-    vs, vg, vtrue = ensemble.second_logits(est.prepare(vcrops), card.input_size), np.array([s.gender for s in val]), \
-        np.array([s.age for s in val])
+    vs = ensemble.second_logits(est.prepare(vcrops), card.input_size, card.crop)
+    vg, vtrue = np.array([s.gender for s in val]), np.array([s.age for s in val])
     accuracy("validation faces", vz, vs, vg, vage)
     kids = vtrue <= 12
     accuracy("validation faces aged 0-12", vz[kids], vs[kids], vg[kids], vage[kids])

@@ -53,7 +53,7 @@ def main() -> None:
     rule = est.card.denoise
     seed = int(est.card.extra.get("training_data", {}).get("split_seed", 0))
     val = split(load_folder(UTKFACE), read_duplicate_groups(DUPLICATES), seed=seed)["val"][:: args.every]
-    crops = cached_crops([s.path for s in val], est.input_size, REPO / ".cache").crops
+    crops = cached_crops([s.path for s in val], est.input_size, REPO / ".cache", crop=est.card.crop).crops
     ages = np.array([s.age for s in val], np.float64)
     women = np.array([s.gender for s in val]) == 1
     card = est.card

@@ -187,7 +187,7 @@ def utkface(estimator) -> dict:
     seed = int(estimator.card.extra.get("training_data", {}).get("split_seed", 0))
     val = split(samples, read_duplicate_groups(SHARED / "data/utkface/duplicate_groups.txt"), seed=seed)["val"]
     paths = [s.path for s in val]
-    crops = cached_crops(paths, estimator.input_size, REPO / ".cache").crops
+    crops = cached_crops(paths, estimator.input_size, REPO / ".cache", crop=estimator.card.crop).crops
     geoms = cached_geometry(paths, REPO / ".cache")
     kps = np.stack([g[4:].reshape(6, 2) if isinstance(g, np.ndarray) else np.zeros((6, 2)) for g in geoms])
     found = np.array([isinstance(g, np.ndarray) for g in geoms])

@@ -43,8 +43,9 @@ def pick(folder: Path, prefix: str, n: int = 1) -> list[Path]:
     return found[:n]
 
 
-def face_crops(paths: list[Path], size: int):
-    """(N, size, size, 3) uint8 RGB crops of UTKFace photos, framed as the photos are (`images.crop_face`)."""
+def face_crops(paths: list[Path], card):
+    """(N, S, S, 3) uint8 RGB crops of UTKFace photos, framed as the photos are (`images.crop_face`),
+    at the size and placing of a weights `card` (`ModelCard`)."""
     import cv2
     import numpy as np
 
@@ -54,5 +55,5 @@ def face_crops(paths: list[Path], size: int):
     crops = []
     for p in paths:
         img = cv2.imread(str(p))
-        crops.append(align_crops(img, crop_face(img), size)[0])
+        crops.append(align_crops(img, crop_face(img), card.input_size, geometry=card.crop)[0])
     return np.stack(crops)

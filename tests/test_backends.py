@@ -12,18 +12,16 @@ from typer.testing import CliRunner
 from agevision.cli import app
 from agevision.errors import AgevisionError
 from agevision.model.estimator import Estimator
-from tests.conftest import REPO, VIDEOS, pick
+from tests.conftest import REPO, VIDEOS, face_crops, pick
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def crops(utkface):
-    from agevision.align import align_crops
-    from agevision.images import crop_face, read_bgr
+    from agevision.model.weights import load_card
 
-    images = [read_bgr(p) for p in pick(utkface, "2", 6) + pick(utkface, "6", 6)]
-    return np.stack([align_crops(img, crop_face(img), 112)[0] for img in images])
+    return face_crops(pick(utkface, "2", 6) + pick(utkface, "6", 6), load_card(None))
 
 
 def test_the_shipped_onnx_export_reads_faces_as_pytorch_does(crops):

@@ -53,7 +53,7 @@ def estimator():
 
 def test_real_faces_keep_their_clean_reading_under_sensor_noise(estimator, utkface):
     files = pick(utkface, "30_0_0_", 4) + pick(utkface, "30_1_1_", 4)
-    crops = face_crops(files, estimator.input_size)
+    crops = face_crops(files, estimator.card)
     assert noise_levels(crops).max() < estimator.card.denoise.above  # clean photos are left alone
     clean, noisy = estimator.predict(crops), estimator.predict(_noisy(crops, 6))
     assert np.abs(noisy.age - clean.age).mean() < 3, (clean.age, noisy.age)

@@ -6,6 +6,7 @@ from agevision.align import align_crops, crop_transforms
 from agevision.detect import FaceDetector
 from agevision.errors import AgevisionError
 from agevision.faces import LEFT_EYE, RIGHT_EYE
+from agevision.model.card import CropGeometry
 from agevision.training.crops import make_crops, pad_for_detection
 from tests.conftest import pick
 
@@ -232,3 +233,44 @@ def test_the_still_search_finds_nothing_in_a_strip_and_says_so(shape):
 
     with StillFaceFinder("full", tile_size=768) as still:
         assert len(still.find(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))) == 0
+
+
+def _picture_share(geometry, utkface, n=6):
+    """Share of each crop's pixels that lie inside the UTKFace picture it was cut from
+    (the rest is the picture's edge replicated), for the first n pictures of 30-year-olds."""
+    from agevision.align import geometry_to_faces
+    from agevision.training.crops import detect_geometry
+
+    paths = pick(utkface, "30_", n)
+    shares = []
+    for path, geom in zip(paths, detect_geometry(paths, workers=1), strict=True):
+        if geom is None:  # no face found: training gives it a fallback crop
+            continue
+        h, w = cv2.imread(str(path)).shape[:2]
+        mat = crop_transforms(geometry_to_faces(geom, w, h), SIZE, geometry)[0]
+        inside = cv2.warpAffine(np.ones((h, w), np.uint8), mat, (SIZE, SIZE), borderValue=0)
+        shares.append(inside.mean())
+    return np.array(shares)
+
+
+def test_a_utkface_picture_fills_the_tight_crop_but_not_the_wide_one(utkface):
+    from agevision.align import TIGHT
+    from agevision.model.card import CropGeometry
+
+    tight, wide = _picture_share(TIGHT, utkface), _picture_share(CropGeometry(), utkface)
+    assert len(tight) >= 4 and (tight > 0.85).all(), tight  # a few pixels of edge at most
+    assert (wide < 0.5).all(), wide  # most of the old crop was the picture's edge smeared outwards
+
+
+def test_the_crop_geometry_places_the_box(face_image):
+    from agevision.align import TIGHT
+
+    with FaceDetector("full") as det:
+        faces = det.detect(face_image)
+    for geometry in (TIGHT, CropGeometry(0.62, (0.5, 0.47)), CropGeometry(0.8, (0.4, 0.6))):
+        mat = crop_transforms(faces, SIZE, geometry)[0]
+        x0, y0, x1, y1 = faces.boxes[0]
+        cx, cy = mat[:, :2] @ [(x0 + x1) / 2, (y0 + y1) / 2] + mat[:, 2]
+        assert abs(cx - geometry.center[0] * SIZE) < 1e-3 and abs(cy - geometry.center[1] * SIZE) < 1e-3
+        scale = np.sqrt(abs(np.linalg.det(mat[:, :2])))
+        assert abs(scale * (x1 - x0) - geometry.box_fraction * SIZE) < 1e-3

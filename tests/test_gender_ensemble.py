@@ -3,19 +3,16 @@
 import json
 import shutil
 
-import cv2
 import numpy as np
 import pytest
 
-from agevision.align import align_crops
 from agevision.errors import AgevisionError
-from agevision.images import crop_face
 from agevision.model import weights
 from agevision.model.card import ModelCard
 from agevision.model.estimator import Estimator
 from agevision.model.gender_ensemble import chips, combine
 from agevision.training import ensemble
-from tests.conftest import pick
+from tests.conftest import face_crops, pick
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +24,7 @@ def test_the_shipped_card_names_the_dlib_network_and_it_loads(both):
     with_it, alone = both
     spec = with_it.card.gender_ensemble
     assert spec is not None and spec.model == ensemble.MODEL and spec.sha256 == ensemble.SHA256
-    assert spec.region == ensemble.region(with_it.input_size) and spec.min_age == ensemble.MIN_AGE
+    assert spec.region == ensemble.region(with_it.input_size, with_it.card.crop) and spec.min_age == ensemble.MIN_AGE
     assert 0 < spec.weight and 0.01 <= spec.temperature
     assert with_it.ensemble is not None and alone.ensemble is None
 
@@ -36,8 +33,7 @@ def test_adults_get_the_sum_children_keep_the_models_own_reading(both, utkface):
     with_it, alone = both
     prefixes = ("3_", "5_", "8_", "25_1", "25_0", "34_1", "45_0", "60_1")
     paths = [p for prefix in prefixes for p in pick(utkface, prefix, 2)]
-    crops = np.stack([align_crops(img, crop_face(img), with_it.input_size)[0]
-                      for img in (cv2.imread(str(p)) for p in paths)])
+    crops = face_crops(paths, with_it.card)
     a, b = with_it.predict(crops), alone.predict(crops)
     assert np.array_equal(a.age, b.age)  # the age is the model's alone
     z = np.log(b.p_female / (1 - b.p_female))
@@ -100,3 +96,14 @@ def test_the_fit_weighs_a_telling_second_opinion_and_not_noise():
     assert weight >= 0.5 and figures["nll_with"] < figures["nll_alone"]
     weight, _, figures = ensemble.fit(model, rng.normal(0, 2, len(y)), y)
     assert weight <= 0.1 and figures["nll_with"] <= figures["nll_alone"]
+
+
+def test_dlib_s_square_is_the_same_part_of_the_face_in_either_crop():
+    from agevision.align import TIGHT
+    from agevision.model.card import CropGeometry
+
+    assert ensemble.region(112) == ensemble.REGION_112 == ensemble.region(112, CropGeometry())
+    assert ensemble.region(112, TIGHT) == (0, 0, 112, 112)  # it reaches 2-4 px past the tight crop's edges
+    half = CropGeometry(box_fraction=0.31, center=(0.5, 0.47))  # the face half as wide as in the old crop
+    x0, y0, x1, y1 = ensemble.region(112, half)
+    assert abs((x1 - x0) - 73 / 2) <= 1 and abs((x0 + x1) / 2 - 56.5) <= 1

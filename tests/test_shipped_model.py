@@ -13,7 +13,7 @@ def estimator():
 
 
 def _predict(estimator, paths):
-    return estimator.predict(face_crops(paths, estimator.input_size))
+    return estimator.predict(face_crops(paths, estimator.card))
 
 
 def test_card_describes_the_weights(estimator):

@@ -354,3 +354,38 @@ def test_keep_gender_takes_the_init_network_s_reading_of_each_augmented_face_as_
     out = tmp_path / "x"
     r = CliRunner().invoke(app, ["train", "--keep-gender", "--out", str(out)])
     assert r.exit_code == 1 and "--init" in r.output and not out.exists()
+
+
+def test_the_card_says_where_the_face_sits_in_the_crop(tiny_run):
+    from agevision.align import TIGHT
+    from agevision.model.card import CropGeometry, ModelCard
+
+    cfg, card = tiny_run
+    assert card["crop"] == {"box_fraction": TIGHT.box_fraction, "center": list(TIGHT.center)}
+    assert Estimator(cfg.out_dir, device="cpu").card.crop == TIGHT
+    shipped = weights.load_card(None).to_dict()
+    assert ModelCard.from_dict({k: v for k, v in shipped.items() if k != "crop"}).crop == CropGeometry()
+    for bad in ({"box_fraction": 0, "center": [0.5, 0.5]}, {"box_fraction": 1.0, "center": [0.5]},
+                {"box_fraction": True, "center": [0.5, 0.5]}, [1, 2]):
+        with pytest.raises(AgevisionError, match="crop"):
+            ModelCard.from_dict({**shipped, "crop": bad})
+
+
+def test_the_estimator_crops_faces_as_its_card_says(tiny_run, utkface):
+    import cv2
+
+    from agevision.align import align_crops
+    from agevision.detect import FaceDetector
+    from agevision.training.crops import pad_for_detection
+    from tests.conftest import pick
+
+    cfg, _ = tiny_run
+    est = Estimator(cfg.out_dir, device="cpu")
+    frame, _, _ = pad_for_detection(cv2.imread(str(pick(utkface, "40_0_")[0])))
+    with FaceDetector("full") as det:
+        faces = det.detect(frame)
+    faces.readable = np.ones(len(faces), bool)
+    got = est.estimate(frame, faces)
+    tight = est.predict(align_crops(frame, faces, est.input_size, est.card.denoise, est.card.crop))
+    wide = est.predict(align_crops(frame, faces, est.input_size, est.card.denoise))
+    assert np.allclose(got.age, tight.age) and not np.allclose(got.age, wide.age)

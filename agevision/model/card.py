@@ -105,6 +105,38 @@ class Denoise:
 
 
 @dataclass(frozen=True)
+class CropGeometry:
+    """Where the face sits in its aligned crop (`align.crop_transforms`).
+
+    box_fraction: the share of the crop's width that the detector box's width fills.
+    center: where the box centre lands, (x, y) as shares of the crop's size. The defaults
+    are the geometry of cards without a `crop` field (weights made before it): the box
+    fills 62% of the crop's width and the rest shows what is around the face. On UTKFace's
+    tight 200 x 200 pictures that rest lies outside the picture and is its edge smeared
+    outwards, so such weights never saw real hair or background there; `align.TIGHT` is
+    the geometry `agevision train` uses now.
+    """
+
+    box_fraction: float = 0.62
+    center: tuple[float, float] = (0.5, 0.47)
+
+    @staticmethod
+    def from_dict(d: object, where: str) -> CropGeometry:
+        """A checked entry from the card's `crop` dict; AgevisionError if wrong."""
+        if not isinstance(d, dict):
+            raise AgevisionError(f"{where}: crop must be an object")
+        fraction, center = d.get("box_fraction"), d.get("center")
+        if not _number_in(fraction, 0.1, 2.0):
+            raise AgevisionError(f"{where}: crop box_fraction must be a number from 0.1 to 2.0")
+        if not isinstance(center, list) or len(center) != 2 or not all(_number_in(c, 0.0, 1.0) for c in center):
+            raise AgevisionError(f"{where}: crop center must be two numbers from 0 to 1")
+        return CropGeometry(float(fraction), (float(center[0]), float(center[1])))
+
+    def to_dict(self) -> dict:
+        return {"box_fraction": self.box_fraction, "center": list(self.center)}
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """architecture: the network's name. input_size: crop side in pixels. mean, std: per RGB
     channel, on [0, 1] pixels. age_bins: the age of each age output. age_temperature,
@@ -126,6 +158,7 @@ class ModelCard:
     tensors_sha256: str | None = None
     gender_ensemble: GenderEnsemble | None = None
     denoise: Denoise | None = None
+    crop: CropGeometry = field(default_factory=CropGeometry)
     extra: dict = field(default_factory=dict, compare=False)
 
     @staticmethod
@@ -177,11 +210,12 @@ class ModelCard:
         denoise = d.get("denoise")
         if denoise is not None:
             denoise = Denoise.from_dict(denoise, where)
+        crop = CropGeometry.from_dict(d["crop"], where) if "crop" in d else CropGeometry()
         known = {"architecture", "input_size", "mean", "std", "age_bins", "age_temperature", "gender_temperature",
-                 "flip_test", "tensors_sha256", "gender_ensemble", "denoise"}
+                 "flip_test", "tensors_sha256", "gender_ensemble", "denoise", "crop"}
         return ModelCard(ARCHITECTURE, size, mean, std, bins, temperature("age_temperature"),
                          temperature("gender_temperature"), bool(d.get("flip_test", False)), digest, ensemble,
-                         denoise, {k: v for k, v in d.items() if k not in known})
+                         denoise, crop, {k: v for k, v in d.items() if k not in known})
 
     def to_dict(self) -> dict:
         """The card as JSON-ready values, the checked fields first."""
@@ -195,4 +229,6 @@ class ModelCard:
             out["gender_ensemble"] = self.gender_ensemble.to_dict()
         if self.denoise is not None:
             out["denoise"] = self.denoise.to_dict()
+        if self.crop != CropGeometry():
+            out["crop"] = self.crop.to_dict()
         return out | self.extra

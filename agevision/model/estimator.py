@@ -143,7 +143,8 @@ class Estimator:
         read = np.asarray(faces.readable, bool)
         probs = np.zeros((len(faces), len(self.age_bins)), np.float32)
         if read.any():
-            pred = self.predict(align.align_crops(frame_bgr, faces.subset(read), self.input_size, self.card.denoise))
+            crops = align.align_crops(frame_bgr, faces.subset(read), self.input_size, self.card.denoise, self.card.crop)
+            pred = self.predict(crops)
             for name in ("age", "age_low", "age_high", "p_female"):
                 getattr(faces, name)[read] = getattr(pred, name)
             probs[read] = pred.age_probs

@@ -135,8 +135,9 @@ class Service:
         faces.quality, faces.readable = assess(image, faces)
         read = np.asarray(faces.readable, bool)
         if read.any():
+            card = self.estimator.card
             pred = self.batcher.predict(align.align_crops(image, faces.subset(read), self.estimator.input_size,
-                                                         self.estimator.card.denoise))
+                                                         card.denoise, card.crop))
             for key in ("age", "age_low", "age_high", "p_female"):
                 getattr(faces, key)[read] = getattr(pred, key)
         faces.gender = gender_labels(faces.p_female, read)

@@ -96,6 +96,7 @@ def refit(cfg, console) -> dict:
     device = pick_device(cfg.device)
     model, card = weights.load(cfg.init)
     model = model.to(device)
+    cfg = replace(cfg, crop=card.crop)  # the frozen network reads crops as it was trained on them
     data = _load_data(cfg, console)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_feats = []

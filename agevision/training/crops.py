@@ -22,6 +22,7 @@ from agevision import align
 from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, geometry_to_faces
 from agevision.errors import AgevisionError
 from agevision.faces import Faces
+from agevision.model.card import CropGeometry
 
 
 @dataclass
@@ -108,8 +109,9 @@ def _fallback_geometry(geoms: list) -> np.ndarray:
     return np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
 
 
-def crops_from_geometry(paths: list[Path], geoms: list, size: int) -> CropSet:
-    """Aligned `size`-pixel crops of `paths` from per-image geometry (see `detect_geometry`).
+def crops_from_geometry(paths: list[Path], geoms: list, size: int, crop: CropGeometry = CropGeometry()) -> CropSet:
+    """Aligned `size`-pixel crops of `paths` from per-image geometry (see `detect_geometry`),
+    the face placed in each as `crop` says.
 
     Unreadable images are skipped with a warning (AgevisionError if none is readable).
     Images without a detected face get a fallback crop from the median geometry.
@@ -128,14 +130,15 @@ def crops_from_geometry(paths: list[Path], geoms: list, size: int) -> CropSet:
         image = cv2.imread(str(p), cv2.IMREAD_COLOR)
         h, w = image.shape[:2]
         faces = geometry_to_faces(g if g is not None else fallback, w, h)
-        crops.append(align.align_crops(image, faces, size)[0])
+        crops.append(align.align_crops(image, faces, size, geometry=crop)[0])
         found.append(g is not None)
     return CropSet(np.stack(crops), np.array(found), readable)
 
 
-def make_crops(paths: list[Path], size: int, kind: str = "full", workers: int = 2, progress=None) -> CropSet:
+def make_crops(paths: list[Path], size: int, kind: str = "full", workers: int = 2, progress=None,
+               crop: CropGeometry = CropGeometry()) -> CropSet:
     """Aligned crops for each image in `paths` through detection and `align.align_crops`."""
-    return crops_from_geometry(paths, detect_geometry(paths, kind, workers, progress), size)
+    return crops_from_geometry(paths, detect_geometry(paths, kind, workers, progress), size, crop)
 
 
 def _files_key(paths: list[Path], *extra: object) -> str:
@@ -157,9 +160,9 @@ def _detector_version() -> str:
         return "mediapipe-unknown"
 
 
-def cache_key(paths: list[Path], size: int, kind: str) -> str:
+def cache_key(paths: list[Path], size: int, kind: str, crop: CropGeometry = CropGeometry()) -> str:
     """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment."""
-    return _files_key(paths, size, kind, align.BOX_FRACTION, align.CENTER, "v4-area", _detector_version())
+    return _files_key(paths, size, kind, crop.box_fraction, crop.center, "v4-area", _detector_version())
 
 
 def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", progress=None) -> list:
@@ -176,18 +179,19 @@ def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", prog
     return geoms
 
 
-def cached_crops(paths: list[Path], size: int, cache_dir: Path, kind: str = "full", progress=None) -> CropSet:
+def cached_crops(paths: list[Path], size: int, cache_dir: Path, kind: str = "full", progress=None,
+                 crop: CropGeometry = CropGeometry()) -> CropSet:
     """`make_crops`, stored under `cache_dir` and reused when the same images are asked again.
 
     The detected geometry is cached on its own, so crops at another size or alignment only
     re-warp the images, without detecting again.
     """
     cache_dir = Path(cache_dir)
-    file = cache_dir / f"crops-{cache_key(paths, size, kind)}.npz"
+    file = cache_dir / f"crops-{cache_key(paths, size, kind, crop)}.npz"
     if file.is_file():
         with np.load(file) as data:
             return CropSet(data["crops"], data["found"], data["readable"])
-    result = crops_from_geometry(paths, cached_geometry(paths, cache_dir, kind, progress), size)
+    result = crops_from_geometry(paths, cached_geometry(paths, cache_dir, kind, progress), size, crop)
     _save_npz(file, crops=result.crops, found=result.found, readable=result.readable)
     return result
 

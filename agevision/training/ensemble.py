@@ -15,12 +15,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from agevision.model.card import GenderEnsemble, ModelCard
+from agevision.model.card import CropGeometry, GenderEnsemble, ModelCard
 from agevision.training.calibration import GRID
 
 MODEL = "dlib_gender_v1.onnx"
 SHA256 = "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734"
-# The square of a 112 px aligned crop (x0, y0, x1, y1) that dlib's five-point alignment at
+# The square of a 112 px aligned crop of the old, wide geometry (`CropGeometry()`;
+# x0, y0, x1, y1) that dlib's five-point alignment at
 # padding 0.2 cuts: the median over 800 UTKFace training faces of dlib's chip corners mapped
 # into agevision's crop (scale 2.284 crop px per chip px, rotation 0.3 degrees, centre at
 # 55.6, 55.6; 10th-90th percentile of the centre within 1.5 px across, 3 px down).
@@ -33,22 +34,32 @@ MIN_AGE = 13.0
 WEIGHTS = np.round(np.arange(0.0, 1.51, 0.05), 2)
 
 
-def region(input_size: int) -> tuple[int, int, int, int]:
-    """REGION_112 for crops of `input_size` pixels (the crop's geometry scales with its size)."""
-    return tuple(round(v * input_size / 112) for v in REGION_112)
+def region(input_size: int, crop: CropGeometry = CropGeometry()) -> tuple[int, int, int, int]:
+    """REGION_112 in crops of `input_size` pixels placed as `crop` says: the same square of
+    the face, clipped to the crop (in the tight crop, `align.TIGHT`, it is the whole crop:
+    dlib's square reaches 2-4 pixels past its edges)."""
+    old = CropGeometry()
+    out = []
+    for i, v in enumerate(REGION_112):
+        axis = i % 2
+        in_boxes = (v - old.center[axis] * 112) / (old.box_fraction * 112)  # from the box centre, in box widths
+        out.append(min(max(round((crop.center[axis] + in_boxes * crop.box_fraction) * input_size), 0), input_size))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=2)
-def _second(input_size: int):
-    """The shipped second gender network for crops of `input_size` pixels, loaded once."""
+def _second(input_size: int, crop: CropGeometry):
+    """The shipped second gender network for crops of `input_size` pixels placed as `crop`
+    says, loaded once."""
     from agevision.model.gender_ensemble import SecondGender
 
-    return SecondGender(GenderEnsemble(MODEL, SHA256, region(input_size), 1.0, 1.0))
+    return SecondGender(GenderEnsemble(MODEL, SHA256, region(input_size, crop), 1.0, 1.0))
 
 
-def second_logits(crops_rgb: np.ndarray, input_size: int) -> np.ndarray:
-    """dlib's gender logit of (N, S, S, 3) crops, in batches; the shipped model file."""
-    net = _second(input_size)
+def second_logits(crops_rgb: np.ndarray, input_size: int, crop: CropGeometry = CropGeometry()) -> np.ndarray:
+    """dlib's gender logit of (N, S, S, 3) crops placed as `crop` says, in batches; the
+    shipped model file."""
+    net = _second(input_size, crop)
     return np.concatenate([net.logits(crops_rgb[i : i + 256]) for i in range(0, len(crops_rgb), 256)] or [np.zeros(0)])
 
 
@@ -77,6 +88,6 @@ def attach(card: ModelCard, z_model: np.ndarray, z_second: np.ndarray, genders: 
         return card
     weight, temperature, figures = fit(np.asarray(z_model)[used], np.asarray(z_second)[used],
                                        np.asarray(genders)[used])
-    spec = GenderEnsemble(MODEL, SHA256, region(card.input_size), weight, temperature, MIN_AGE)
+    spec = GenderEnsemble(MODEL, SHA256, region(card.input_size, card.crop), weight, temperature, MIN_AGE)
     extra = {**card.extra, "gender_ensemble_fit": {**figures, "on": "calibration faces, as they are and augmented"}}
     return replace(card, gender_ensemble=spec, extra=extra)

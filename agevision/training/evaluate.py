@@ -53,7 +53,8 @@ def evaluate(data_dir: Path, weights_dir: Path | None = None, cache_dir: Path = 
         if part not in parts:
             raise AgevisionError(f"unknown split part {part!r}: choose one of {', '.join(parts)}")
         samples = parts[part]
-    crop_set = cached_crops([s.path for s in samples], estimator.input_size, cache_dir, progress=progress)
+    crop_set = cached_crops([s.path for s in samples], estimator.input_size, cache_dir, progress=progress,
+                            crop=estimator.card.crop)
     kept = [s for s, ok in zip(samples, crop_set.readable, strict=True) if ok]
     pred = estimator.predict_many(crop_set.crops)
     ages = np.array([s.age for s in kept], np.float64)

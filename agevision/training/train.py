@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agevision.align import TIGHT
 from agevision.errors import AgevisionError
 from agevision.model import weights
-from agevision.model.card import Denoise, ModelCard
+from agevision.model.card import CropGeometry, Denoise, ModelCard
 from agevision.model.decode import decode
 from agevision.model.denoise import denoise
 from agevision.model.gender_ensemble import ensemble_p_female
@@ -60,6 +61,8 @@ class TrainConfig:
     itself reads of that same face (sigmoid of its gender logit) instead of its label, so
     that fine-tuning moves the age and keeps the gender reading of init as nearly as the
     network can.
+    crop: where the face sits in its crop (`align.TIGHT`: the detector box fills it); it
+    goes into the card, and runtime crops the same way.
     """
 
     data_dir: Path
@@ -89,6 +92,7 @@ class TrainConfig:
     teacher: Path | None = None
     teacher_weight: float = 0.5
     keep_gender: bool = False
+    crop: CropGeometry = TIGHT
     history: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -205,7 +209,7 @@ def _load_data(cfg: TrainConfig, console) -> _Parts:
                   console=console, transient=True) as bar:
         task = bar.add_task("crops", total=len(samples))
         crop_set = cached_crops([s.path for s in samples], cfg.input_size, cfg.cache_dir, cfg.detector,
-                                progress=lambda n: bar.advance(task, n))
+                                progress=lambda n: bar.advance(task, n), crop=cfg.crop)
     readable = [s for s, ok in zip(samples, crop_set.readable, strict=True) if ok]
     crops_by_name = {s.path.name: c for s, c in zip(readable, crop_set.crops, strict=True)}
     no_face = int((~crop_set.found).sum())
@@ -368,8 +372,8 @@ def card_metrics(card: ModelCard, age_logits: np.ndarray, gender_logits: np.ndar
                   np.asarray(card.age_bins, np.float64))
     if card.gender_ensemble is not None:
         z = gender_logits.astype(np.float64) / card.gender_temperature
-        pred.p_female = ensemble_p_female(card.gender_ensemble, z, ensemble.second_logits(crops, card.input_size),
-                                          pred.age)
+        second = ensemble.second_logits(crops, card.input_size, card.crop)
+        pred.p_female = ensemble_p_female(card.gender_ensemble, z, second, pred.age)
     return metrics.summary(ages, genders, *pred.as_tuple())
 
 
@@ -385,7 +389,8 @@ def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _P
     card = replace(base, age_temperature=age_t, gender_temperature=gender_t)
     if len(genders):  # dlib's gender network beside ours (model.gender_ensemble)
         read = decode(a, g, age_t, gender_t).age
-        card = ensemble.attach(card, g / gender_t, ensemble.second_logits(crops, base.input_size), genders, read)
+        card = ensemble.attach(card, g / gender_t, ensemble.second_logits(crops, base.input_size, base.crop), genders,
+                               read)
     val_metrics = {}
     if len(data.val.names):
         crops = denoise(data.val.crops, card.denoise)
@@ -430,7 +435,7 @@ def train(cfg: TrainConfig, console=None) -> dict:
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     base = ModelCard(input_size=cfg.input_size, age_bins=tuple(float(a) for a in range(NUM_AGE_BINS)),
-                     denoise=Denoise())
+                     denoise=Denoise(), crop=cfg.crop)
     data = _load_data(cfg, console)
     run = _new_run(cfg, len(data.train.names), device)
     key = _config_key(cfg, len(data.samples), data.teacher_sha256)
