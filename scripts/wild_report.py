@@ -25,6 +25,7 @@ and selective accuracy (gender accuracy on the faces labelled, and the share lab
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -147,6 +148,80 @@ def wild(estimator, clip_filter: list[str], frame_noise: float = 0.0) -> list[di
     return rows
 
 
+STILL_EVERY = 20  # one-person clips: a still every this many frames (from frame 10)
+
+
+def stills(estimator, clip_filter: list[str]) -> list[dict]:
+    """Every labelled face in still frames of the clips, read as `agevision image` reads a
+    photo (`detect.StillFaceFinder`, quality, one reading, no smoothing): one-person clips
+    every STILL_EVERY-th frame (their largest face), the other clips at their anchors (the
+    face holding the anchor point). One row per face: clip, person, frame, true gender,
+    found, shown gender ('F', 'M', '?' or '' when not found), P(female), age, and the age
+    error against the documented range (0 inside it) where there is one."""
+    from agevision.defaults import TILE_SIZE
+    from agevision.detect import StillFaceFinder
+    from agevision.quality import assess
+    from agevision.sources import VideoSource
+
+    labels = json.loads(LABELS.read_text())
+    out = []
+    with StillFaceFinder("full", tile_size=TILE_SIZE) as finder:
+        for entry in labels["clips"]:
+            if clip_filter and not any(c in entry["clip"] for c in clip_filter):
+                continue
+            wanted: dict[int, list[tuple[dict, tuple[float, float] | None]]] = {}
+            for person in entry["people"]:
+                points = [(f, (x, y)) for f, x, y in person["anchors"]] if person["anchors"] != "largest" else None
+                for f, point in points or [(f, None) for f in range(10, 100_000, STILL_EVERY)]:
+                    wanted.setdefault(f, []).append((person, point))
+            with VideoSource(VIDEOS / entry["clip"]) as src:
+                for f, frame in enumerate(src):
+                    if f not in wanted:
+                        continue
+                    faces = finder.find(frame)
+                    faces.quality, faces.readable = assess(frame, faces)
+                    faces = estimator.estimate(frame, faces)
+                    for person, point in wanted[f]:
+                        if point is None:
+                            row = int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0])) if len(faces) else None
+                        else:
+                            row = _inside(faces.boxes, *point)
+                        rec = {"clip": entry["clip"], "id": person["id"], "frame": f, "gender": person["gender"],
+                               "found": row is not None, "shown": "", "p_female": float("nan"), "age": float("nan"),
+                               "age_error": None}
+                        if row is not None:
+                            rec.update(shown=str(faces.gender[row]), p_female=float(faces.p_female[row]),
+                                       age=float(faces.age[row]))
+                            if "age_range" in person and not np.isnan(rec["age"]):
+                                lo, hi = person["age_range"]
+                                rec["age_error"] = rec["age"] - float(np.clip(rec["age"], lo, hi))
+                        out.append(rec)
+            print(f"  {entry['clip']}: stills done", file=sys.stderr)
+    return out
+
+
+def stills_totals(rows: list[dict]) -> dict:
+    """Over all still faces, women and men apart: faces, found, shown right / wrong / '?'
+    as shares of all faces (a face not found counts as not right), and the accuracy on the
+    faces labelled F or M; documented age MAE and bias over the faces with an age."""
+    out = {}
+    for name, sel in (("all", rows), ("women", [r for r in rows if r["gender"] == "F"]),
+                      ("men", [r for r in rows if r["gender"] == "M"])):
+        n = max(len(sel), 1)
+        shown = [r for r in sel if r["shown"] in ("F", "M")]
+        out[name] = {"n": len(sel), "found": sum(r["found"] for r in sel) / n,
+                     "right": sum(r["shown"] == r["gender"] for r in sel) / n,
+                     "wrong": sum(r["shown"] in ("F", "M") and r["shown"] != r["gender"] for r in sel) / n,
+                     "unsure": sum(r["shown"] == "?" for r in sel) / n,
+                     "acc_labelled": (sum(r["shown"] == r["gender"] for r in shown) / len(shown)) if shown
+                     else float("nan")}
+    aged = [r["age_error"] for r in rows if r["age_error"] is not None]
+    out["age_mae"] = float(np.mean(np.abs(aged))) if aged else float("nan")
+    out["age_bias"] = float(np.mean(aged)) if aged else float("nan")
+    out["aged"] = len(aged)
+    return out
+
+
 def wild_totals(rows: list[dict]) -> dict:
     """People right / wrong / '?' by their most shown label, women and men apart; age MAE and bias."""
     people = [r for r in rows if r["gender"] in ("F", "M")]
@@ -206,7 +281,8 @@ def utkface(estimator) -> dict:
               "turned (frontal < 0.6)": (base, found & (front < 0.6)),
               "dark (darkest 10%)": (base, luminance <= np.quantile(luminance, 0.1)),
               "ages 0-12": (base, ages <= 12)}
-    for name, change in (("small (24 px face)", _small), ("blurred (sigma 2)", _blur),
+    small = functools.partial(_small, box_fraction=estimator.card.crop.box_fraction)
+    for name, change in (("small (24 px face)", small), ("blurred (sigma 2)", _blur),
                          ("JPEG quality 20", _jpeg), ("dim (gamma 1.6, 40%)", _dim),
                          ("noisy (sigma 6)", _noisy)):
         slices[name] = (predict(np.stack([change(c) for c in crops])), np.ones(len(val), bool))
@@ -276,9 +352,10 @@ def _h264(crops: np.ndarray, crf: int) -> np.ndarray:
             return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
-def _small(c: np.ndarray) -> np.ndarray:
+def _small(c: np.ndarray, box_fraction: float) -> np.ndarray:
+    """The crop as a face 24 px wide (its box `box_fraction` of the crop's width) enlarged into it."""
     size = c.shape[0]
-    s = max(int(round(size * 24 / (0.62 * size))), 8)  # the face is 62% of the crop's width
+    s = max(int(round(size * 24 / (box_fraction * size))), 8)
     return cv2.resize(cv2.resize(c, (s, s), interpolation=cv2.INTER_AREA), (size, size),
                       interpolation=cv2.INTER_LINEAR)
 
@@ -303,11 +380,19 @@ def _dim(c: np.ndarray) -> np.ndarray:
     return np.clip(((c / 255.0) ** 1.6) * 0.4 * 255, 0, 255).astype(np.uint8)
 
 
-def print_report(rows: list[dict], totals: dict | None, utk: dict | None) -> None:
+def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=160)
+    if still:
+        for k in ("all", "women", "men"):
+            v = still[k]
+            console.print(f"stills, {k} ({v['n']} faces): found {v['found']:.1%}, right {v['right']:.1%}, "
+                          f"wrong {v['wrong']:.1%}, '?' {v['unsure']:.1%}; right of those labelled "
+                          f"{v['acc_labelled']:.1%}")
+        console.print(f"stills, documented age ({still['aged']} faces): MAE {still['age_mae']:.1f}, "
+                      f"mean signed error {still['age_bias']:+.1f}")
     if rows:
         t = Table(title="wild dev set: people in the shared clips (as agevision video shows them)")
         for col in ("clip", "person", "true", "readings", "raw right", "raw P(F)", "shown right", "wrong", "?",
@@ -374,7 +459,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.show:
         saved = json.loads(args.show.read_text())
-        print_report(saved["people"], saved["totals"], saved["utkface"])
+        print_report(saved["people"], saved["totals"], saved["utkface"], saved.get("stills_totals"))
         return
     if not VIDEOS.is_dir():
         sys.exit(f"error: the shared clips are not at {VIDEOS}")
@@ -386,11 +471,14 @@ def main() -> None:
     share_cpu(estimator)
     rows = [] if args.no_video else wild(estimator, args.clips, args.frame_noise)
     totals = wild_totals(rows) if rows else None
+    still_rows = [] if args.no_video or args.frame_noise else stills(estimator, args.clips)
+    still = stills_totals(still_rows) if still_rows else None
     utk = None if args.no_utkface else utkface(estimator)
-    print_report(rows, totals, utk)
+    print_report(rows, totals, utk, still)
     if args.json:
         args.json.write_text(json.dumps({"weights": str(args.weights or "shipped"), "people": rows, "totals": totals,
-                                         "utkface": utk}, indent=1, default=float))
+                                         "stills": still_rows, "stills_totals": still, "utkface": utk},
+                                        indent=1, default=float))
 
 
 if __name__ == "__main__":
