@@ -112,8 +112,12 @@ def _check_device(value: str | None) -> str | None:
 
 
 def _check_crop(value: str) -> str:
-    if value not in ("tight", "wide"):
-        raise typer.BadParameter(f"{value!r} is not one of 'tight', 'wide'")
+    try:
+        fraction = float(value) if value not in ("tight", "wide") else None
+    except ValueError:
+        fraction = 0.0
+    if fraction is not None and not 0.3 <= fraction <= 1.5:
+        raise typer.BadParameter(f"{value!r} is not 'tight', 'wide' or a box fraction from 0.3 to 1.5")
     return value
 
 
@@ -187,10 +191,11 @@ def train(
                                               "target is what the --init network reads of it, not its label "
                                               "(fine-tune the age, keep the gender reading)")] = False,
     crop: Annotated[str, typer.Option(
-        callback=_check_crop, metavar="tight|wide",
-        help="where the face sits in its crop: 'tight' (the detector box fills it, as UTKFace's pictures do) or "
+        callback=_check_crop, metavar="tight|wide|F",
+        help="where the face sits in its crop: 'tight' (the detector box fills it, as UTKFace's pictures do), "
         "'wide' (the box fills 62% and the rest is UTKFace's edge smeared outwards: weights made before "
-        "'tight'); with --age-head-only, the --init weights' own")] = "tight",
+        "'tight') or a number: the share of the crop's width the box fills; with --age-head-only, the "
+        "--init weights' own")] = "tight",
     device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
@@ -212,7 +217,7 @@ def train(
     from agevision.model.card import CropGeometry
     from agevision.model.weights import load_card
 
-    geometry = TIGHT if crop == "tight" else CropGeometry()
+    geometry = {"tight": TIGHT, "wide": CropGeometry()}.get(crop) or CropGeometry(float(crop), TIGHT.center)
     for folder, what in ((init, "--init"), (teacher, "--teacher")):  # before the crops: a wrong folder at once
         size = input_size if folder is None else load_card(folder).input_size
         if size != input_size:

@@ -219,6 +219,7 @@ def test_report_takes_thumbnails_only_from_the_records_own_video(tmp_path, monke
     (["video", "x.mp4", "--detector", "tiny"], "'tiny' is not one of 'short', 'full'"),
     (["video", "x.mp4", "--nope"], "No such option"),
     (["image"], "Missing argument"),
+    (["train", "--crop", "huge"], "'huge' is not 'tight', 'wide' or a box fraction"),
 ])
 def test_bad_options_are_one_error_line_before_any_work(args, says):
     r = subprocess.run([sys.executable, "-m", "agevision.cli", *args], capture_output=True, text=True, timeout=120)

@@ -283,6 +283,9 @@ def test_a_teacher_s_reading_is_mixed_into_the_gender_targets(tiny_run, tmp_path
     out = tmp_path / "w"  # the tiny weights take 96 px crops: refused before any work
     r = CliRunner().invoke(app, ["train", "--teacher", str(cfg.out_dir), "--out", str(out)])
     assert r.exit_code == 1 and "--teacher" in r.output and "96 px" in r.output and not out.exists()
+    r = CliRunner().invoke(app, ["train", "--teacher", str(cfg.out_dir), "--input-size", "96", "--crop", "wide",
+                                 "--out", str(out)])  # the teacher reads tight crops: it would misread wide ones
+    assert r.exit_code == 1 and "placed otherwise" in " ".join(r.output.split()) and not out.exists()
 
 
 def test_an_age_head_refit_changes_the_age_rows_only(tiny_run, tmp_path: Path):
