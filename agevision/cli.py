@@ -111,13 +111,23 @@ def _check_device(value: str | None) -> str | None:
     return value
 
 
-def _check_crop(value: str) -> str:
+def _crop_geometry(value: str):
+    """The `CropGeometry` that `--crop` names ('tight', 'wide' or a box fraction); BadParameter if none."""
+    from agevision.align import TIGHT
+    from agevision.model.card import CropGeometry
+
+    named = {"tight": TIGHT, "wide": CropGeometry()}
     try:
-        fraction = float(value) if value not in ("tight", "wide") else None
+        fraction = float(value) if value not in named else None
     except ValueError:
         fraction = 0.0
     if fraction is not None and not 0.3 <= fraction <= 1.5:
         raise typer.BadParameter(f"{value!r} is not 'tight', 'wide' or a box fraction from 0.3 to 1.5")
+    return named.get(value) or CropGeometry(fraction, TIGHT.center)
+
+
+def _check_crop(value: str) -> str:
+    _crop_geometry(value)
     return value
 
 
@@ -213,17 +223,18 @@ def train(
         raise AgevisionError(f"duplicates file not found: {duplicates}")
     for folder, what in ((out, "--out"), (cache_dir, "--cache-dir"), (checkpoint.parent, "--checkpoint")):
         check_folder_writable(folder, what)
-    from agevision.align import TIGHT
-    from agevision.model.card import CropGeometry
     from agevision.model.weights import load_card
 
-    geometry = {"tight": TIGHT, "wide": CropGeometry()}.get(crop) or CropGeometry(float(crop), TIGHT.center)
+    geometry = _crop_geometry(crop)
     for folder, what in ((init, "--init"), (teacher, "--teacher")):  # before the crops: a wrong folder at once
-        size = input_size if folder is None else load_card(folder).input_size
-        if size != input_size:
-            raise AgevisionError(f"{what} {folder}: its weights take {size} px crops, not --input-size {input_size}")
-    for folder, what in ((teacher, "--teacher"), (init if keep_gender else None, "--init with --keep-gender")):
-        if folder is not None and load_card(folder).crop != geometry and not age_head_only:
+        if folder is None:
+            continue
+        card = load_card(folder)
+        if card.input_size != input_size:
+            raise AgevisionError(f"{what} {folder}: its weights take {card.input_size} px crops, not --input-size "
+                                 f"{input_size}")
+        reads_crops = (what == "--teacher" or keep_gender) and not age_head_only  # a teacher, or the kept gender
+        if reads_crops and card.crop != geometry:
             raise AgevisionError(f"{what} {folder}: its weights read crops placed otherwise than --crop {crop}")
     cfg = TrainConfig(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
