@@ -4,7 +4,8 @@ A crop is a similarity transform of the frame: rotation from the line through th
 keypoints (so the eyes end up level), scale from the detector box width (steadier than the
 eye distance when the head turns), and a margin around the face that the weights' card
 gives (`card.CropGeometry`). Pixels outside the frame are filled by replicating the border,
-so faces cut by the frame edge still give a full-size crop.
+so faces cut by the frame edge still give a full-size crop (training may mirror the picture
+there instead: `FILLS`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from agevision.model.denoise import blur_sigma, noise_level
 # background the model had never seen. In this crop the picture fills it but for a few
 # pixels at some edges, and the face gets all 112 pixels instead of 68.
 TIGHT = CropGeometry(box_fraction=1.0, center=(0.5, 0.47))
+
+# How a crop is filled where it reaches past the picture: its edge pixels smeared outwards
+# (runtime, and every crop by default), or the picture mirrored at its edge, which carries
+# on its hair, skin and background with their texture instead of streaks (for training on
+# pictures smaller than their crop; see `TrainConfig.mirror_fill`).
+FILLS = {"replicate": cv2.BORDER_REPLICATE, "mirror": cv2.BORDER_REFLECT_101}
 
 # Face geometry relative to a tight UTKFace image (box x0,y0,x1,y1 and 6 keypoints, as
 # fractions of width/height): medians of full-range detections on every 40th UTKFace image
@@ -67,24 +74,26 @@ def crop_transforms(faces: Faces, size: int, geometry: CropGeometry = CropGeomet
 
 
 def align_crops(frame_bgr: np.ndarray, faces: Faces, size: int, denoise: Denoise | None = None,
-                geometry: CropGeometry = CropGeometry()) -> np.ndarray:
+                geometry: CropGeometry = CropGeometry(), fill: str = "replicate") -> np.ndarray:
     """Cut one aligned crop per face out of a BGR uint8 frame.
 
     frame_bgr: (H, W, 3) uint8 BGR. faces: boxes and keypoints in pixels of that frame.
-    geometry: where the face sits in the crop (the weights card's `crop`).
+    geometry: where the face sits in the crop (the weights card's `crop`). fill: a key of
+    `FILLS`, how the crop is filled past the frame's edge.
     denoise: a card's rule (`model.denoise`): a face smaller than its crop (enlarged into it)
     whose part of the frame is noisier than the rule allows is blurred there first, at the
     frame's scale, since enlarging spreads the noise over neighbouring crop pixels, where
     the crop's own measure no longer sees it. None: no blur.
     Returns (N, size, size, 3) uint8 RGB crops (N may be 0).
     """
+    border = FILLS[fill]
     crops = np.empty((len(faces), size, size, 3), np.uint8)
     for i, mat in enumerate(crop_transforms(faces, size, geometry)):
         if denoise is not None and _scale(mat) > 1.0:
             source, mat = _denoised_source(frame_bgr, mat, size, denoise)
         else:
             source, mat = _shrunk_source(frame_bgr, mat, size)
-        crop = cv2.warpAffine(source, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        crop = cv2.warpAffine(source, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
         crops[i] = crop[:, :, ::-1]
     return crops
 

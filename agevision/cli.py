@@ -206,6 +206,10 @@ def train(
         "'wide' (the box fills 62% and the rest is UTKFace's edge smeared outwards: weights made before "
         "'tight') or a number: the share of the crop's width the box fills; with --age-head-only, the "
         "--init weights' own")] = "tight",
+    mirror_fill: Annotated[float, typer.Option(min=0, max=1, help="share of training faces whose crop is filled "
+                                               "past the picture's edge by mirroring the picture instead of "
+                                               "smearing its edge (matters where the crop is wider than the "
+                                               "picture: 'wide')")] = 0.0,
     device: DeviceOpt = None,
 ) -> None:
     """Train the age and gender network on UTKFace and write weights plus model card."""
@@ -241,7 +245,7 @@ def train(
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
         lr=lr, freeze_blocks=freeze_blocks, l1_weight=l1_weight, ema_decay=ema_decay, seed=seed, limit=limit,
         device=device, resume=resume, init=init, augment=augment_config, teacher=teacher,
-        teacher_weight=teacher_weight, keep_gender=keep_gender, crop=geometry,
+        teacher_weight=teacher_weight, keep_gender=keep_gender, crop=geometry, mirror_fill=mirror_fill,
         **{k: v for k, v in (("balance", balance), ("turned_boost", turned_boost)) if v is not None},
     )
     if age_head_only:

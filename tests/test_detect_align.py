@@ -274,3 +274,27 @@ def test_the_crop_geometry_places_the_box(face_image):
         assert abs(cx - geometry.center[0] * SIZE) < 1e-3 and abs(cy - geometry.center[1] * SIZE) < 1e-3
         scale = np.sqrt(abs(np.linalg.det(mat[:, :2])))
         assert abs(scale * (x1 - x0) - geometry.box_fraction * SIZE) < 1e-3
+
+
+def test_a_mirrored_crop_differs_from_the_smeared_one_only_past_the_picture(utkface):
+    from agevision.align import geometry_to_faces
+    from agevision.training.crops import cache_key, crops_from_geometry, detect_geometry
+
+    paths = pick(utkface, "30_", 2)
+    geoms = detect_geometry(paths, workers=1)
+    smeared = crops_from_geometry(paths, geoms, SIZE).crops
+    mirrored = crops_from_geometry(paths, geoms, SIZE, fill="mirror").crops
+    for path, geom, a, b in zip(paths, geoms, smeared, mirrored, strict=True):
+        if geom is None:  # a fallback crop: its geometry is the median's
+            continue
+        h, w = cv2.imread(str(path)).shape[:2]
+        mat = crop_transforms(geometry_to_faces(geom, w, h), SIZE, CropGeometry())[0]
+        inside = cv2.warpAffine(np.ones((h, w), np.uint8), mat, (SIZE, SIZE), borderValue=0).astype(bool)
+        inside = cv2.erode(inside.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # away from the edge
+        assert np.array_equal(a[inside], b[inside])
+        outside = ~cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        assert outside.mean() > 0.3  # the wide crop is mostly past the picture
+        assert np.abs(a[outside].astype(int) - b[outside]).mean() > 5  # streaks there, not the mirrored picture
+    # the smeared crops keep the cache key they had; the mirrored ones get their own
+    assert cache_key(paths, SIZE, "full") == cache_key(paths, SIZE, "full", CropGeometry(), "replicate")
+    assert cache_key(paths, SIZE, "full", CropGeometry(), "mirror") != cache_key(paths, SIZE, "full")

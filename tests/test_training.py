@@ -204,6 +204,26 @@ def test_a_changed_recipe_does_not_resume_an_old_checkpoint(utkface):
     taught = TrainConfig(data_dir=utkface, teacher=Path("weights"))
     assert len({_config_key(taught, 10, "a" * 64), _config_key(taught, 10, "b" * 64), _config_key(cfg, 10)}) == 3
     assert _config_key(TrainConfig(data_dir=utkface, init=Path("w"), keep_gender=True), 10) != _config_key(cfg, 10)
+    assert _config_key(TrainConfig(data_dir=utkface, mirror_fill=0.5), 10) != _config_key(cfg, 10)
+
+
+def test_mirror_fill_draws_that_share_of_the_training_crops_from_the_mirrored_ones(utkface):
+    from types import SimpleNamespace
+
+    from agevision.training.train import _train_crops
+
+    n = 400
+    data = SimpleNamespace(crops=np.zeros((n, 4, 4, 3), np.uint8), mirrored=np.ones((n, 4, 4, 3), np.uint8))
+    idx = np.arange(n)
+    gen = torch.Generator().manual_seed(0)
+    assert _train_crops(data, idx, 0.0, gen).max() == 0
+    assert _train_crops(data, idx, 1.0, gen).min() == 1
+    mixed = _train_crops(data, idx, 0.5, gen)
+    assert (mixed.min(axis=(1, 2, 3)) == mixed.max(axis=(1, 2, 3))).all()  # each face whole from one or the other
+    assert 0.4 < mixed[:, 0, 0, 0].mean() < 0.6
+    assert _train_crops(SimpleNamespace(crops=data.crops, mirrored=None), idx, 0.5, gen).max() == 0
+    with pytest.raises(AgevisionError, match="mirror-fill"):
+        TrainConfig(data_dir=utkface, mirror_fill=1.5)
 
 
 def test_fine_tuning_starts_from_the_given_weights(tiny_run, tmp_path: Path):

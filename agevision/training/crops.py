@@ -116,9 +116,11 @@ def _fallback_geometry(geoms: list) -> np.ndarray:
     return np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
 
 
-def crops_from_geometry(paths: list[Path], geoms: list, size: int, crop: CropGeometry = CropGeometry()) -> CropSet:
+def crops_from_geometry(paths: list[Path], geoms: list, size: int, crop: CropGeometry = CropGeometry(),
+                        fill: str = "replicate") -> CropSet:
     """Aligned `size`-pixel crops of `paths` from per-image geometry (see `detect_geometry`),
-    the face placed in each as `crop` says.
+    the face placed in each as `crop` says, the crop filled past the picture as `fill` says
+    (`align.FILLS`).
 
     Unreadable images are skipped with a warning (AgevisionError if none is readable).
     Images without a detected face get a fallback crop from the median geometry.
@@ -137,7 +139,7 @@ def crops_from_geometry(paths: list[Path], geoms: list, size: int, crop: CropGeo
         image = cv2.imread(str(p), cv2.IMREAD_COLOR)
         h, w = image.shape[:2]
         faces = geometry_to_faces(g if g is not None else fallback, w, h)
-        crops.append(align.align_crops(image, faces, size, geometry=crop)[0])
+        crops.append(align.align_crops(image, faces, size, geometry=crop, fill=fill)[0])
         found.append(g is not None)
     return CropSet(np.stack(crops), np.array(found), readable)
 
@@ -167,9 +169,12 @@ def _detector_version() -> str:
         return "mediapipe-unknown"
 
 
-def cache_key(paths: list[Path], size: int, kind: str, crop: CropGeometry = CropGeometry()) -> str:
-    """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment."""
-    return _files_key(paths, size, kind, crop.box_fraction, crop.center, "v5-still", _detector_version())
+def cache_key(paths: list[Path], size: int, kind: str, crop: CropGeometry = CropGeometry(),
+              fill: str = "replicate") -> str:
+    """A key naming a crop cache: the files (name, size, mtime), crop size, detector, alignment,
+    fill (named only when not the default, so that existing caches keep their keys)."""
+    extra = () if fill == "replicate" else (fill,)
+    return _files_key(paths, size, kind, crop.box_fraction, crop.center, "v5-still", _detector_version(), *extra)
 
 
 def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", progress=None) -> list:
@@ -187,18 +192,18 @@ def cached_geometry(paths: list[Path], cache_dir: Path, kind: str = "full", prog
 
 
 def cached_crops(paths: list[Path], size: int, cache_dir: Path, kind: str = "full", progress=None,
-                 crop: CropGeometry = CropGeometry()) -> CropSet:
+                 crop: CropGeometry = CropGeometry(), fill: str = "replicate") -> CropSet:
     """`make_crops`, stored under `cache_dir` and reused when the same images are asked again.
 
     The detected geometry is cached on its own, so crops at another size or alignment only
     re-warp the images, without detecting again.
     """
     cache_dir = Path(cache_dir)
-    file = cache_dir / f"crops-{cache_key(paths, size, kind, crop)}.npz"
+    file = cache_dir / f"crops-{cache_key(paths, size, kind, crop, fill)}.npz"
     if file.is_file():
         with np.load(file) as data:
             return CropSet(data["crops"], data["found"], data["readable"])
-    result = crops_from_geometry(paths, cached_geometry(paths, cache_dir, kind, progress), size, crop)
+    result = crops_from_geometry(paths, cached_geometry(paths, cache_dir, kind, progress), size, crop, fill)
     _save_npz(file, crops=result.crops, found=result.found, readable=result.readable)
     return result
 

@@ -63,6 +63,11 @@ class TrainConfig:
     network can.
     crop: where the face sits in its crop (`align.TIGHT`: the detector box fills it); it
     goes into the card, and runtime crops the same way.
+    mirror_fill: the share of training faces drawn from crops filled past the picture's
+    edge by mirroring the picture (`align.FILLS`) instead of smearing its edge, so that
+    where a crop is wider than its UTKFace picture, what is around the face has texture as
+    it does in a frame (0: all smeared, as before; validation and calibration crops are
+    always smeared).
     """
 
     data_dir: Path
@@ -93,11 +98,14 @@ class TrainConfig:
     teacher_weight: float = 0.5
     keep_gender: bool = False
     crop: CropGeometry = TIGHT
+    mirror_fill: float = 0.0
     history: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.keep_gender and (self.init is None or self.teacher is not None):
             raise AgevisionError("--keep-gender keeps the gender reading of --init: pass --init DIR, and no --teacher")
+        if not 0 <= self.mirror_fill <= 1:
+            raise AgevisionError(f"--mirror-fill is a share from 0 to 1, not {self.mirror_fill:g}")
 
 
 IMAGENET_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"  # torchvision's own file
@@ -158,12 +166,14 @@ def predict_logits(model: AgeGenderNet, crops: np.ndarray, device: torch.device,
 
 
 class _Data:
-    """Crops and labels of one split part as numpy arrays."""
+    """Crops and labels of one split part as numpy arrays; `mirrored`: the same faces' crops
+    filled by mirroring (`TrainConfig.mirror_fill`), or None."""
 
-    def __init__(self, samples, crops_by_name):
+    def __init__(self, samples, crops_by_name, mirrored_by_name=None):
         keep = [s for s in samples if s.path.name in crops_by_name]
         self.names = [s.path.name for s in keep]
         self.crops = np.stack([crops_by_name[n] for n in self.names]) if keep else np.zeros((0,))
+        self.mirrored = np.stack([mirrored_by_name[n] for n in self.names]) if keep and mirrored_by_name else None
         self.ages = np.array([s.age for s in keep], np.int64)
         self.genders = np.array([s.gender for s in keep], np.int64)
         self.races = np.array([s.race for s in keep], np.int64)
@@ -215,7 +225,13 @@ def _load_data(cfg: TrainConfig, console) -> _Parts:
     no_face = int((~crop_set.found).sum())
     console.print(f"crops: {len(readable)} readable, face found in {len(readable) - no_face}, "
                   f"fallback crop for {no_face}, unreadable {len(samples) - len(readable)}")
-    train_d, val_d, calib_d = (_Data(parts[k], crops_by_name) for k in ("train", "val", "calib"))
+    mirrored_by_name = None
+    if cfg.mirror_fill > 0:  # the same geometry (cached), only the fill differs
+        mirrored = cached_crops([s.path for s in samples], cfg.input_size, cfg.cache_dir, cfg.detector,
+                                crop=cfg.crop, fill="mirror")
+        mirrored_by_name = {s.path.name: c for s, c in zip(readable, mirrored.crops, strict=True)}
+    train_d = _Data(parts["train"], crops_by_name, mirrored_by_name)
+    val_d, calib_d = (_Data(parts[k], crops_by_name) for k in ("val", "calib"))
     if len(train_d.names) == 0:
         raise AgevisionError("no training images left after the split")
     turned = _turned(cached_geometry([s.path for s in samples], cfg.cache_dir, cfg.detector), samples, train_d.names)
@@ -336,7 +352,8 @@ def _epoch(run: _Run, cfg: TrainConfig, data: _Parts, card: ModelCard, device: t
     running = []
     for b in range(run.steps_per_epoch):
         idx = np.sort(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-        x = _normalise(augment(_to_batch(train_d.crops[idx], device), gen, cfg.augment), card)
+        x = _normalise(augment(_to_batch(_train_crops(train_d, idx, cfg.mirror_fill, gen), device), gen, cfg.augment),
+                       card)
         ages = torch.from_numpy(train_d.ages[idx]).to(device)
         genders = torch.from_numpy(data.gender_targets[idx]).to(device)
         if run.gender_teacher is not None:
@@ -453,6 +470,14 @@ def train(cfg: TrainConfig, console=None) -> dict:
     return written.to_dict()
 
 
+def _train_crops(data: _Data, idx: np.ndarray, mirror_fill: float, gen: torch.Generator) -> np.ndarray:
+    """The crops of faces `idx`, each drawn from the mirrored crops with chance `mirror_fill`."""
+    if data.mirrored is None or mirror_fill <= 0:
+        return data.crops[idx]
+    mirror = (torch.rand(len(idx), generator=gen) < mirror_fill).numpy()
+    return np.where(mirror[:, None, None, None], data.mirrored[idx], data.crops[idx])
+
+
 def _config_dict(cfg: TrainConfig) -> dict:
     """The config as JSON-ready values (paths as strings), without the run's history."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "history"}
@@ -476,6 +501,8 @@ def _config_key(cfg: TrainConfig, n: int, teacher_sha256: str | None = None) -> 
         recipe["teacher_tensors_sha256"] = teacher_sha256
     if not cfg.keep_gender:  # nor does one that does not keep the gender of its init
         recipe.pop("keep_gender", None)
+    if not cfg.mirror_fill:  # nor one that smears every crop
+        recipe.pop("mirror_fill", None)
     return hashlib.sha256(json.dumps({"recipe": recipe, "images": n}, sort_keys=True).encode()).hexdigest()[:24]
 
 
