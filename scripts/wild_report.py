@@ -13,7 +13,9 @@ Per person: readings (detected frames with an estimate), the share of raw readin
 right gender, the median raw P(female), the share of frames whose shown label is right /
 wrong / '?', the median shown age against the documented age where there is one (error 0
 inside the documented range), the share of frames whose shown 80% age interval meets the
-documented range, and anchors missed (labelled faces not found).
+documented range, and anchors missed (labelled faces not found). People without a documented
+age have an apparent age range (what a person looking at the face would say, shown in
+brackets): how many read inside it, younger or older, and by how far outside it.
 
 UTKFace part: the validation split of the model card's seed, whole and in hard slices (each
 with age MAE, bias and how often the 80% interval holds the true age):
@@ -219,7 +221,37 @@ def stills_totals(rows: list[dict]) -> dict:
     out["age_mae"] = float(np.mean(np.abs(aged))) if aged else float("nan")
     out["age_bias"] = float(np.mean(aged)) if aged else float("nan")
     out["aged"] = len(aged)
+    out["apparent"] = apparent_totals(rows)
     return out
+
+
+def with_apparent(rows: list[dict]) -> list[dict]:
+    """`rows` (people or still faces, from this run or a saved --json) with the apparent age
+    range of the labels file added where the person has one: 'apparent' (lo, hi) and
+    'apparent_error' (the read age's distance outside the range, signed; 0 inside it; None
+    when nothing was read)."""
+    labels = json.loads(LABELS.read_text())
+    bands = {(c["clip"], p["id"]): p["apparent_age"] for c in labels["clips"] for p in c["people"]
+             if "apparent_age" in p}
+    out = []
+    for r in rows:
+        band = bands.get((r.get("clip"), r.get("id")))
+        r = dict(r, apparent=None, apparent_error=None)
+        if band is not None:
+            r["apparent"] = tuple(band)
+            age = r.get("age")
+            if age is not None and not np.isnan(age):
+                r["apparent_error"] = float(age - np.clip(age, *band))
+        out.append(r)
+    return out
+
+
+def apparent_totals(rows: list[dict]) -> dict:
+    """Over the rows read that have an apparent age range (see `with_apparent`): how many,
+    inside it, read younger, read older, and the mean distance outside it."""
+    errs = [r["apparent_error"] for r in rows if r.get("apparent_error") is not None]
+    return {"n": len(errs), "inside": sum(e == 0 for e in errs), "young": sum(e < 0 for e in errs),
+            "old": sum(e > 0 for e in errs), "mean_outside": float(np.mean(np.abs(errs))) if errs else float("nan")}
 
 
 def wild_totals(rows: list[dict]) -> dict:
@@ -244,6 +276,7 @@ def wild_totals(rows: list[dict]) -> dict:
     out["aged"] = len(aged)
     held = [r["interval_holds"] for r in people if r.get("interval_holds") is not None]
     out["interval_holds"] = float(np.mean(held)) if held else float("nan")
+    out["apparent"] = apparent_totals(people)
     out["frames_shown_wrong"] = float(np.nanmean([r["shown_wrong"] for r in people]))
     out["raw_right"] = float(np.nanmean([r["raw_right"] for r in people]))
     return out
@@ -380,6 +413,22 @@ def _dim(c: np.ndarray) -> np.ndarray:
     return np.clip(((c / 255.0) ** 1.6) * 0.4 * 255, 0, 255).astype(np.uint8)
 
 
+def _band(band) -> str:
+    return "" if band is None else f"({band[0]}-{band[1]})"
+
+
+def _error(r: dict) -> str:
+    """The table's error cell: against the documented age, else (in brackets) the apparent range."""
+    if r["age_error"] is not None:
+        return f"{r['age_error']:+.1f}"
+    return "" if r.get("apparent_error") is None else f"({r['apparent_error']:+.1f})"
+
+
+def _apparent_line(a: dict, what: str) -> str:
+    return (f"apparent age range ({a['n']} {what} without a documented age): {a['inside']} read inside it, "
+            f"{a['young']} younger, {a['old']} older; mean distance outside it {a['mean_outside']:.1f} years")
+
+
 def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -393,6 +442,8 @@ def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still:
                           f"{v['acc_labelled']:.1%}")
         console.print(f"stills, documented age ({still['aged']} faces): MAE {still['age_mae']:.1f}, "
                       f"mean signed error {still['age_bias']:+.1f}")
+        if "apparent" in still:
+            console.print(f"stills, {_apparent_line(still['apparent'], 'faces')}")
     if rows:
         t = Table(title="wild dev set: people in the shared clips (as agevision video shows them)")
         for col in ("clip", "person", "true", "readings", "raw right", "raw P(F)", "shown right", "wrong", "?",
@@ -405,8 +456,8 @@ def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still:
                 continue
             t.add_row(r["clip"][:24], r["id"][:30], r["gender"], str(r["readings"]), f"{r['raw_right']:.0%}",
                       f"{r['raw_pf']:.2f}", f"{r['shown_right']:.0%}", f"{r['shown_wrong']:.0%}",
-                      f"{r['shown_unsure']:.0%}", f"{r['age']:.1f}", r["true_age"] or "",
-                      "" if r["age_error"] is None else f"{r['age_error']:+.1f}",
+                      f"{r['shown_unsure']:.0%}", f"{r['age']:.1f}", r["true_age"] or _band(r.get("apparent")),
+                      _error(r),
                       "" if r.get("interval_holds") is None else f"{r['interval_holds']:.0%}",
                       f"{r['missed']}/{r['anchors']}")
         console.print(t)
@@ -418,6 +469,7 @@ def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still:
                       f"{totals.get('interval_holds', float('nan')):.0%} of frames (mean over people); "
                       f"frames shown wrong (mean over people) "
                       f"{totals['frames_shown_wrong']:.1%}; raw readings right {totals['raw_right']:.1%}")
+        console.print(_apparent_line(totals["apparent"], "people"))
     if utk:
         t = Table(title="UTKFace validation, whole and in hard slices")
         for col in ("slice", "n", "age MAE", "bias", "80% int.", "gender", "women", "men", "ECE", "labelled",
@@ -459,7 +511,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.show:
         saved = json.loads(args.show.read_text())
-        print_report(saved["people"], saved["totals"], saved["utkface"], saved.get("stills_totals"))
+        rows = with_apparent(saved["people"] or [])
+        still_rows = with_apparent(saved.get("stills") or [])
+        print_report(rows, wild_totals(rows) if rows else None, saved["utkface"],
+                     stills_totals(still_rows) if still_rows else saved.get("stills_totals"))
         return
     if not VIDEOS.is_dir():
         sys.exit(f"error: the shared clips are not at {VIDEOS}")
@@ -469,9 +524,9 @@ def main() -> None:
     estimator = Estimator(args.weights, "cpu", flip={"card": None, "on": True, "off": False}[args.flip],
                           ensemble=args.ensemble == "card")
     share_cpu(estimator)
-    rows = [] if args.no_video else wild(estimator, args.clips, args.frame_noise)
+    rows = [] if args.no_video else with_apparent(wild(estimator, args.clips, args.frame_noise))
     totals = wild_totals(rows) if rows else None
-    still_rows = [] if args.no_video or args.frame_noise else stills(estimator, args.clips)
+    still_rows = [] if args.no_video or args.frame_noise else with_apparent(stills(estimator, args.clips))
     still = stills_totals(still_rows) if still_rows else None
     utk = None if args.no_utkface else utkface(estimator)
     print_report(rows, totals, utk, still)
