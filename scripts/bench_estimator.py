@@ -1,6 +1,7 @@
 """Benchmark the Estimator per backend: start-up, one face and a batch of 8.
 
-Usage: python scripts/bench_estimator.py [--device cpu|cuda] [--backends onnx torch] [--threads 1] [--repeats 50]
+Usage: python scripts/bench_estimator.py [--weights DIR] [--device cpu|cuda] [--backends onnx torch] [--threads 1]
+                                         [--repeats 50]
 For each backend, in one run: the seconds a fresh process takes to import the package and
 make an Estimator (cold start: the first ever, cache emptied; warm: the second), then the
 median and 90th percentile of `repeats` timed predictions after warm-up on real aligned
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,16 +30,19 @@ from common import UTKFACE
 from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, align_crops, geometry_to_faces
 from agevision.model import weights
 from agevision.model.estimator import Estimator
+from agevision.model.onnx_backend import ONNX_NAME, matching_export
 
 START = ("import time; t = time.perf_counter(); from agevision.model.estimator import Estimator; "
-         "e = Estimator(device={device!r}, backend={backend!r}); print(e.backend, time.perf_counter() - t)")
+         "e = Estimator({weights!r}, device={device!r}, backend={backend!r}); "
+         "print(e.backend, time.perf_counter() - t)")
 
 
-def start_seconds(backend: str, device: str | None, cache: str) -> tuple[str, float]:
+def start_seconds(backend: str, device: str | None, cache: str, weights_dir: str | None) -> tuple[str, float]:
     """(backend that ran, seconds) for a fresh process to make an Estimator."""
     env = {**os.environ, "AGEVISION_CACHE": cache}
-    out = subprocess.run([sys.executable, "-c", START.format(device=device, backend=backend)], env=env,
-                         capture_output=True, text=True, check=True).stdout.split()
+    code = START.format(weights=weights_dir, device=device, backend=backend)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
     return out[-2], float(out[-1])
 
 
@@ -54,6 +59,7 @@ def timed(est: Estimator, batch: np.ndarray, repeats: int) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped ones)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--backends", nargs="+", default=["onnx", "torch"])
     ap.add_argument("--threads", type=int, default=1, help="model threads for every backend")
@@ -61,7 +67,12 @@ def main() -> None:
     args = ap.parse_args()
     files = sorted(UTKFACE.glob("3*_*.jpg"))[:8]
     geom = np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
-    size = weights.load_card().input_size
+    card = weights.load_card(args.weights)
+    size = card.input_size
+    if "onnx" in args.backends and args.weights is not None and matching_export(args.weights, card) is None:
+        sys.exit(f"error: no ONNX export of {args.weights}: run agevision export {args.weights / ONNX_NAME} "
+                 f"--weights {args.weights} first")
+    where = None if args.weights is None else str(args.weights.resolve())
     crops = []
     for f in files:
         img = cv2.imread(str(f))
@@ -70,9 +81,9 @@ def main() -> None:
     rows, solo, rules = [], [], []
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as cache:
-            ran, cold = start_seconds(backend, args.device, cache)
-            _, warm = start_seconds(backend, args.device, cache)
-        est = Estimator(device=args.device, backend=backend)
+            ran, cold = start_seconds(backend, args.device, cache, where)
+            _, warm = start_seconds(backend, args.device, cache, where)
+        est = Estimator(args.weights, device=args.device, backend=backend)
         threads = est.set_threads(args.threads)
         one, eight = timed(est, crops[:1], args.repeats), timed(est, crops, args.repeats)
         rows.append((ran, est.device, threads, cold, warm, one, eight))
@@ -83,7 +94,7 @@ def main() -> None:
             plain = timed(est, crops[:1], args.repeats), timed(est, crops, args.repeats)
             rules.append((ran, blurred, plain))
         if est.ensemble is not None:  # the same backend without the second gender network
-            alone = Estimator(device=args.device, backend=backend, ensemble=False)
+            alone = Estimator(args.weights, device=args.device, backend=backend, ensemble=False)
             alone.set_threads(args.threads)
             solo.append((ran, timed(alone, crops[:1], args.repeats), timed(alone, crops, args.repeats)))
     print(f"input {size}px, {len(crops)} UTKFace crops, {args.repeats} timed calls each")
@@ -104,7 +115,7 @@ def main() -> None:
         print(f"{ran} with every crop noisy (all blurred): 1 face {statistics.median(one):.2f} ms, batch 8 "
               f"{statistics.median(eight):.2f} ms; clean crops without the denoise rule: 1 face "
               f"{statistics.median(one_off):.2f} ms, batch 8 {statistics.median(eight_off):.2f} ms")
-    print(f"weights file: {weights.paths()[0].stat().st_size / 1e6:.1f} MB")
+    print(f"weights file: {weights.paths(args.weights)[0].stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":
