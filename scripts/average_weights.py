@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import DUPLICATES, IMAGENET_PTH, UTKFACE
+from common import DUPLICATES, IMAGENET_PTH, UTKFACE, run_script
 from rich.console import Console
 
 from agevision.training.average import average_weights
@@ -31,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import one_person_clips  # noqa: E402
+from common import one_person_clips, run_script  # noqa: E402
 
 
 def run(clips: list[Path], engine: str, workers: int | None) -> dict:
@@ -75,4 +75,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

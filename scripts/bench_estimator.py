@@ -25,7 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import UTKFACE
+from common import UTKFACE, run_script
 
 from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, align_crops, geometry_to_faces
 from agevision.model import weights
@@ -119,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

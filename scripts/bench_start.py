@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import UTKFACE, VIDEOS  # noqa: E402
+from common import UTKFACE, VIDEOS, run_script  # noqa: E402
 
 AGEVISION = [sys.executable, "-m", "agevision"]
 
@@ -111,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -44,3 +44,16 @@ def calibration_faces(card, cache_dir):
     parts = split(load_folder(UTKFACE), read_duplicate_groups(DUPLICATES), seed=seed)
     crops = cached_crops([s.path for s in parts["calib"]], card.input_size, cache_dir, crop=card.crop).crops
     return parts, calibration_copies(crops, replace(TrainConfig(data_dir=UTKFACE), seed=seed))
+
+
+def run_script(main) -> None:
+    """Call a script's `main()`; an AgevisionError (a folder that is not weights, a missing or
+    unreadable file) ends the script with one `error:` line and exit status 1, not a traceback."""
+    import sys
+
+    from agevision.errors import AgevisionError
+
+    try:
+        main()
+    except AgevisionError as e:
+        sys.exit(f"error: {e}")

@@ -12,7 +12,7 @@ import argparse
 import time
 
 import numpy as np
-from common import DUPLICATES, UTKFACE
+from common import DUPLICATES, UTKFACE, run_script
 from PIL import Image
 
 from agevision.training import metrics
@@ -56,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

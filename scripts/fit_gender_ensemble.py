@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import calibration_faces, refit_arguments  # noqa: E402
+from common import calibration_faces, refit_arguments, run_script  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

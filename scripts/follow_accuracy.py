@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import VIDEOS
+from common import VIDEOS, run_script
 
 from agevision.defaults import DETECT_EVERY, TILE_SIZE
 from agevision.faces import iou
@@ -65,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DUPLICATES, UTKFACE  # noqa: E402
+from common import DUPLICATES, UTKFACE, run_script  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SIGMAS = (3, 6, 10, 15)
@@ -91,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import VIDEOS  # noqa: E402
+from common import VIDEOS, run_script  # noqa: E402
 
 LABELS = Path(__file__).resolve().parent / "data" / "people_dev.json"
 
@@ -195,4 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

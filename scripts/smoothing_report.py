@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from common import one_person_clips
+from common import one_person_clips, run_script
 
 from agevision.defaults import DETECT_EVERY, TILE_SIZE
 from agevision.faces import Faces
@@ -148,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

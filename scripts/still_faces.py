@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DUPLICATES, UTKFACE, VIDEOS  # noqa: E402
+from common import DUPLICATES, UTKFACE, VIDEOS, run_script  # noqa: E402
 
 
 def clip_frames(per_clip: int) -> list[tuple[str, int, np.ndarray]]:
@@ -81,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import SHARED, VIDEOS
+from common import SHARED, VIDEOS, run_script
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = REPO / "scripts" / "data" / "wild_dev.json"
@@ -537,4 +537,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
