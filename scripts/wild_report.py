@@ -121,13 +121,17 @@ def person_figures(frames: list[dict], person: dict) -> dict:
            "shown_wrong": float(np.mean([s not in (truth, "?") for s in shown])) if shown else float("nan"),
            "shown_unsure": float(np.mean([s == "?" for s in shown])) if shown else float("nan"),
            "age": float(np.median(ages)) if ages else float("nan"), "true_age": None, "age_error": None}
-    if "age_range" in person and ages:
-        lo, hi = person["age_range"]
-        out["true_age"] = f"{lo}" if lo == hi else f"{lo}-{hi}"
-        out["age_error"] = out["age"] - float(np.clip(out["age"], lo, hi))
-        held = [frames[f]["age_low"][r] <= hi and frames[f]["age_high"][r] >= lo for f, r in pairs
-                if not np.isnan(frames[f]["age"][r])]
-        out["interval_holds"] = float(np.mean(held))
+    band = person.get("age_range") or person.get("apparent_age")
+    if band and ages:
+        lo, hi = band
+        held = float(np.mean([frames[f]["age_low"][r] <= hi and frames[f]["age_high"][r] >= lo for f, r in pairs
+                              if not np.isnan(frames[f]["age"][r])]))
+        if "age_range" in person:
+            out["true_age"] = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            out["age_error"] = out["age"] - float(np.clip(out["age"], lo, hi))
+            out["interval_holds"] = held
+        else:
+            out["apparent_interval_holds"] = held
     return out
 
 
@@ -248,10 +252,13 @@ def with_apparent(rows: list[dict]) -> list[dict]:
 
 def apparent_totals(rows: list[dict]) -> dict:
     """Over the rows read that have an apparent age range (see `with_apparent`): how many,
-    inside it, read younger, read older, and the mean distance outside it."""
+    inside it, read younger, read older, the mean distance outside it, and (people rows of
+    this version's runs) the mean share of frames whose shown interval meets it."""
     errs = [r["apparent_error"] for r in rows if r.get("apparent_error") is not None]
+    held = [r["apparent_interval_holds"] for r in rows if r.get("apparent_interval_holds") is not None]
     return {"n": len(errs), "inside": sum(e == 0 for e in errs), "young": sum(e < 0 for e in errs),
-            "old": sum(e > 0 for e in errs), "mean_outside": float(np.mean(np.abs(errs))) if errs else float("nan")}
+            "old": sum(e > 0 for e in errs), "mean_outside": float(np.mean(np.abs(errs))) if errs else float("nan"),
+            "interval_holds": float(np.mean(held)) if held else None}
 
 
 def wild_totals(rows: list[dict]) -> dict:
@@ -425,8 +432,11 @@ def _error(r: dict) -> str:
 
 
 def _apparent_line(a: dict, what: str) -> str:
-    return (f"apparent age range ({a['n']} {what} without a documented age): {a['inside']} read inside it, "
+    line = (f"apparent age range ({a['n']} {what} without a documented age): {a['inside']} read inside it, "
             f"{a['young']} younger, {a['old']} older; mean distance outside it {a['mean_outside']:.1f} years")
+    if a.get("interval_holds") is not None:
+        line += f"; shown 80% interval meets it in {a['interval_holds']:.0%} of frames (mean over people)"
+    return line
 
 
 def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still: dict | None = None) -> None:

@@ -45,4 +45,4 @@ def test_apparent_error_is_the_distance_outside_the_range(report):
     assert out[0]["apparent"] == (18, 32) and out[4]["apparent"] is None
     assert "apparent" not in rows[0]  # the rows given are left as they were
     assert report.apparent_totals(out) == {"n": 3, "inside": 1, "young": 1, "old": 1,
-                                           "mean_outside": pytest.approx((3.5 + 0 + 5.0) / 3)}
+                                           "mean_outside": pytest.approx((3.5 + 0 + 5.0) / 3), "interval_holds": None}
