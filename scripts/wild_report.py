@@ -431,6 +431,13 @@ def _error(r: dict) -> str:
     return "" if r.get("apparent_error") is None else f"({r['apparent_error']:+.1f})"
 
 
+def _held(r: dict) -> str:
+    """The table's interval cell: meets the documented age, else (in brackets) the apparent range."""
+    if r.get("interval_holds") is not None:
+        return f"{r['interval_holds']:.0%}"
+    return "" if r.get("apparent_interval_holds") is None else f"({r['apparent_interval_holds']:.0%})"
+
+
 def _apparent_line(a: dict, what: str) -> str:
     line = (f"apparent age range ({a['n']} {what} without a documented age): {a['inside']} read inside it, "
             f"{a['young']} younger, {a['old']} older; mean distance outside it {a['mean_outside']:.1f} years")
@@ -467,8 +474,7 @@ def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still:
             t.add_row(r["clip"][:24], r["id"][:30], r["gender"], str(r["readings"]), f"{r['raw_right']:.0%}",
                       f"{r['raw_pf']:.2f}", f"{r['shown_right']:.0%}", f"{r['shown_wrong']:.0%}",
                       f"{r['shown_unsure']:.0%}", f"{r['age']:.1f}", r["true_age"] or _band(r.get("apparent")),
-                      _error(r),
-                      "" if r.get("interval_holds") is None else f"{r['interval_holds']:.0%}",
+                      _error(r), _held(r),
                       f"{r['missed']}/{r['anchors']}")
         console.print(t)
         for k in ("all", "women", "men"):
