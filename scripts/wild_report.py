@@ -526,7 +526,13 @@ def main() -> None:
                         help="off: leave out the card's second gender network (model.gender_ensemble)")
     args = parser.parse_args()
     if args.show:
-        saved = json.loads(args.show.read_text())
+        try:
+            if not args.show.is_file() or args.show.stat().st_size > 100_000_000:
+                raise ValueError("not a regular file of at most 100 MB")
+            saved = json.loads(args.show.read_text())
+            saved["people"], saved["utkface"]
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
+            sys.exit(f"error: {args.show} is not a saved wild_report --json file ({type(e).__name__}: {e})")
         rows = with_apparent(saved["people"] or [])
         still_rows = with_apparent(saved.get("stills") or [])
         print_report(rows, wild_totals(rows) if rows else None, saved["utkface"],
