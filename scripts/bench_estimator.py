@@ -30,7 +30,7 @@ from common import UTKFACE, run_script
 from agevision.align import DEFAULT_BOX, DEFAULT_KEYPOINTS, align_crops, geometry_to_faces
 from agevision.model import weights
 from agevision.model.estimator import Estimator
-from agevision.model.onnx_backend import ONNX_NAME, matching_export
+from agevision.model.onnx_backend import checked_export
 
 START = ("import time; t = time.perf_counter(); from agevision.model.estimator import Estimator; "
          "e = Estimator({weights!r}, device={device!r}, backend={backend!r}); "
@@ -69,9 +69,8 @@ def main() -> None:
     geom = np.concatenate([DEFAULT_BOX, DEFAULT_KEYPOINTS.ravel()])
     card = weights.load_card(args.weights)
     size = card.input_size
-    if "onnx" in args.backends and args.weights is not None and matching_export(args.weights, card) is None:
-        sys.exit(f"error: no ONNX export of {args.weights}: run agevision export {args.weights / ONNX_NAME} "
-                 f"--weights {args.weights} first")
+    if "onnx" in args.backends:
+        checked_export(args.weights, card)  # an AgevisionError saying why not, before any timing
     where = None if args.weights is None else str(args.weights.resolve())
     crops = []
     for f in files:
