@@ -188,11 +188,15 @@ def train(
                                                   "default: training.train.TrainConfig's")] = None,
     turned_boost: Annotated[float | None, typer.Option(min=0, help="draw faces turned away up to 1 + this times "
                                                        "as often; default: TrainConfig's")] = None,
-    teacher: Annotated[Path | None, typer.Option(help="weights folder whose reading of each face (P(female), "
-                                                  "its second gender network included) is mixed into the "
-                                                  "gender target (distillation)")] = None,
+    teacher: Annotated[list[Path] | None, typer.Option(
+        metavar="DIR", help="weights folder whose reading of each face (P(female), its second gender network "
+        "included) is mixed into the gender target (distillation); repeat it for an ensemble: their mean "
+        "reading")] = None,
     teacher_weight: Annotated[float, typer.Option(min=0, max=1, help="share of the teacher's reading in the "
                                                   "gender target")] = 0.5,
+    teacher_age_weight: Annotated[float, typer.Option(min=0, max=1, help="share of the teacher's age "
+                                                      "distribution in the age target (0: ages from the labels "
+                                                      "alone)")] = 0.0,
     age_head_only: Annotated[bool, typer.Option("--age-head-only", help="with --init: retrain only the age rows "
                                                 "of the last layer on the frozen network (its gender reading "
                                                 "stays as it is); --epochs is then the number of copies of the "
@@ -230,7 +234,8 @@ def train(
     from agevision.model.weights import load_card
 
     geometry = _crop_geometry(crop)
-    for folder, what in ((init, "--init"), (teacher, "--teacher")):  # before the crops: a wrong folder at once
+    teacher = tuple(teacher or ())
+    for folder, what in ((init, "--init"), *((t, "--teacher") for t in teacher)):  # before the crops: at once
         if folder is None:
             continue
         card = load_card(folder)
@@ -245,7 +250,8 @@ def train(
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
         lr=lr, freeze_blocks=freeze_blocks, l1_weight=l1_weight, ema_decay=ema_decay, seed=seed, limit=limit,
         device=device, resume=resume, init=init, augment=augment_config, teacher=teacher,
-        teacher_weight=teacher_weight, keep_gender=keep_gender, crop=geometry, mirror_fill=mirror_fill,
+        teacher_weight=teacher_weight, teacher_age_weight=teacher_age_weight, keep_gender=keep_gender,
+        crop=geometry, mirror_fill=mirror_fill,
         **{k: v for k, v in (("balance", balance), ("turned_boost", turned_boost)) if v is not None},
     )
     if age_head_only:

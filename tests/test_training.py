@@ -308,6 +308,53 @@ def test_a_teacher_s_reading_is_mixed_into_the_gender_targets(tiny_run, tmp_path
     assert r.exit_code == 1 and "placed otherwise" in " ".join(r.output.split()) and not out.exists()
 
 
+def test_several_teachers_teach_their_mean_reading_of_gender_and_age(tiny_run, tmp_path: Path):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from agevision.cli import app
+    from agevision.training.train import _config_key, _load_data
+
+    cfg, _ = tiny_run
+    model, card = weights.load(cfg.out_dir)
+    with torch.no_grad():  # a second teacher that reads otherwise: older, and more often female
+        model.head.bias[:-1] += torch.linspace(-2, 2, model.head.bias.numel() - 1)
+        model.head.bias[-1] += 1.5
+    weights.save(model, card, tmp_path / "other")
+    taught = replace(cfg, teacher=(cfg.out_dir, tmp_path / "other"), teacher_weight=0.5, teacher_age_weight=0.25)
+    data = _load_data(taught, Console(quiet=True))
+    reads = [Estimator(d, device="cpu", flip=False).predict_many(data.train.crops) for d in taught.teacher]
+    mean_p = (reads[0].p_female + reads[1].p_female) / 2
+    assert not np.allclose(reads[0].p_female, reads[1].p_female, atol=0.05)
+    assert np.allclose(data.gender_targets, 0.5 * data.train.genders + 0.5 * mean_p, atol=1e-5)
+    assert np.allclose(data.age_soft, (reads[0].age_probs + reads[1].age_probs) / 2, atol=1e-5)
+    assert data.teacher_sha256 == ",".join(weights.load_card(d).tensors_sha256 for d in taught.teacher)
+    assert _load_data(replace(taught, teacher_age_weight=0.0), Console(quiet=True)).age_soft is None
+    key = _config_key(taught, 10, data.teacher_sha256)
+    assert key != _config_key(replace(taught, teacher_age_weight=0.5), 10, data.teacher_sha256)
+    assert key != _config_key(taught, 10, data.teacher_sha256.split(",")[0])
+    with pytest.raises(AgevisionError, match="needs a --teacher"):
+        TrainConfig(data_dir=cfg.data_dir, teacher_age_weight=0.5)
+    out = tmp_path / "w"  # each teacher is checked before any work
+    r = CliRunner().invoke(app, ["train", "--teacher", str(cfg.out_dir), "--teacher", str(tmp_path / "none"),
+                                 "--input-size", "96", "--out", str(out)])
+    assert r.exit_code == 1 and "none" in r.output and "Traceback" not in r.output and not out.exists()
+
+
+def test_a_teacher_s_age_distribution_makes_up_its_share_of_the_age_target():
+    from agevision.training.losses import age_loss
+
+    bins = torch.arange(101, dtype=torch.float32)
+    logits, ages = torch.randn(4, 101), torch.tensor([3, 25, 40, 70])
+    own = torch.softmax(logits, dim=1)
+    plain = age_loss(logits, ages, bins, 0.0)
+    assert torch.allclose(age_loss(logits, ages, bins, 0.0, own, 0.0), plain)
+    assert float(age_loss(logits, ages, bins, 0.0, own, 1.0)) == pytest.approx(0.0, abs=1e-5)  # its own reading
+    half = age_loss(logits, ages, bins, 0.0, own, 0.5)
+    assert 0 < float(half) < float(plain)
+
+
 def test_an_age_head_refit_changes_the_age_rows_only(tiny_run, tmp_path: Path):
     from dataclasses import replace
 

@@ -89,7 +89,7 @@ def refit(cfg, console) -> dict:
 
     if cfg.init is None:
         raise AgevisionError("--age-head-only retrains the age rows of other weights: pass --init DIR")
-    if cfg.teacher is not None:
+    if cfg.teacher:
         raise AgevisionError("--age-head-only keeps the gender reading of --init: --teacher does not apply")
     started = time.time()
     torch.manual_seed(cfg.seed)

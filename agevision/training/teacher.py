@@ -1,28 +1,53 @@
-"""Gender targets from a teacher: what agevision with other weights reads for each face.
+"""Targets from teachers: what agevision with other weights reads for each training face.
 
-`agevision train --teacher DIR` mixes each training face's gender label with the P(female)
-that the weights in DIR give it (their temperatures and their second gender network
-included, as `Estimator.predict` reads them), so that one network learns what the ensemble
-knows (dlib's network was trained on face sets other than UTKFace). The teacher reads the
-clean crops once, before training; the student reads them augmented.
+`agevision train --teacher DIR [--teacher DIR2 ...]` mixes each training face's gender label
+with the P(female) that the weights in those folders give it (their temperatures and their
+second gender network included, as `Estimator.predict` reads them; the mean over the
+folders), so that one network learns what the ensemble knows (dlib's network was trained
+on face sets other than UTKFace; two trainings of agevision err on different faces). With
+`--teacher-age-weight W`, the teachers' mean age distribution (their age temperature
+applied) is mixed into the age target the same way. The teachers read the clean crops
+once, before training; the student reads them augmented.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 
-def teacher_p_female(weights_dir: Path, crops_rgb: np.ndarray, device: str | None = None
-                     ) -> tuple[np.ndarray, str | None]:
-    """((N,) float32 P(female) of (N, S, S, 3) uint8 RGB crops read with the weights in
-    `weights_dir`, those weights' tensors_sha256); AgevisionError if they cannot be loaded
-    or take another crop size (`Estimator.predict`)."""
+@dataclass
+class Reading:
+    """The teachers' mean reading of N crops: p_female (N,) float32, age_probs (N, K)
+    float32 (rows sum to 1), and each teacher's tensors_sha256 joined by commas (the key
+    that says which teachers a run had)."""
+
+    p_female: np.ndarray
+    age_probs: np.ndarray
+    sha256: str
+
+
+def read(weights_dirs: tuple[Path, ...] | list[Path], crops_rgb: np.ndarray, device: str | None = None) -> Reading:
+    """The mean `Reading` of (N, S, S, 3) uint8 RGB crops by the weights in each of
+    `weights_dirs` (at least one); AgevisionError if one cannot be loaded, takes another
+    crop size (`Estimator.predict`) or has other age bins than the first."""
+    from agevision.errors import AgevisionError
     from agevision.model.estimator import Estimator
 
-    est = Estimator(weights_dir, device=device, flip=False)
-    return est.predict_many(crops_rgb).p_female.astype(np.float32), est.card.tensors_sha256
+    p_female, age_probs, shas = [], [], []
+    for d in weights_dirs:
+        est = Estimator(d, device=device, flip=False)
+        pred = est.predict_many(crops_rgb)
+        if age_probs and pred.age_probs.shape != age_probs[0].shape:
+            raise AgevisionError(f"--teacher {d}: its age bins differ from the first teacher's")
+        p_female.append(pred.p_female.astype(np.float64))
+        age_probs.append(pred.age_probs.astype(np.float64))
+        shas.append(est.card.tensors_sha256 or "")
+    probs = np.mean(age_probs, axis=0)
+    probs /= probs.sum(axis=1, keepdims=True).clip(1e-12)
+    return Reading(np.mean(p_female, axis=0).astype(np.float32), probs.astype(np.float32), ",".join(shas))
 
 
 def gender_targets(labels: np.ndarray, teacher: np.ndarray | None, weight: float) -> np.ndarray:

@@ -28,10 +28,11 @@ from agevision.model.gender_ensemble import ensemble_p_female
 from agevision.model.net import NUM_AGE_BINS, AgeGenderNet, split_logits
 from agevision.model.torch_backend import pick_device
 from agevision.training import calibration, ensemble, metrics
+from agevision.training import teacher as teachers
 from agevision.training.augment import AugmentConfig, augment
 from agevision.training.crops import cached_crops, cached_geometry
 from agevision.training.losses import loss_terms
-from agevision.training.teacher import gender_targets, teacher_p_female
+from agevision.training.teacher import gender_targets
 from agevision.training.utkface import load_folder, read_duplicate_groups, split
 
 IMAGENET_FILE = "mobilenet_v2-b0353104.pth"
@@ -54,9 +55,11 @@ class TrainConfig:
     calib_augmented: the calibration temperatures are fitted on the calib faces as they are
     plus this many augmented copies, so that P(female) and the age interval hold for faces
     as the wild shows them, not only for UTKFace's.
-    teacher: a weights folder whose reading of each training face (P(female), its second
-    gender network included) is mixed into the gender target with teacher_weight (see
-    `training.teacher`); None: the labels alone.
+    teacher: weights folders whose mean reading of each training face (P(female), each
+    one's second gender network included) is mixed into the gender target with
+    teacher_weight, and (their mean age distribution) into the age target with
+    teacher_age_weight (see `training.teacher`); empty: the labels alone. A single Path
+    is taken as a tuple of one.
     keep_gender: with init, each augmented face's gender target is what the init network
     itself reads of that same face (sigmoid of its gender logit) instead of its label, so
     that fine-tuning moves the age and keeps the gender reading of init as nearly as the
@@ -94,15 +97,23 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     calib_augmented: int = 2
     init: Path | None = None
-    teacher: Path | None = None
+    teacher: tuple[Path, ...] = ()
     teacher_weight: float = 0.5
+    teacher_age_weight: float = 0.0
     keep_gender: bool = False
     crop: CropGeometry = TIGHT
     mirror_fill: float = 0.0
     history: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.keep_gender and (self.init is None or self.teacher is not None):
+        if self.teacher is None or isinstance(self.teacher, (str, Path)):
+            self.teacher = () if self.teacher is None else (Path(self.teacher),)
+        self.teacher = tuple(Path(t) for t in self.teacher)
+        if not 0 <= self.teacher_age_weight <= 1:
+            raise AgevisionError(f"--teacher-age-weight is a share from 0 to 1, not {self.teacher_age_weight:g}")
+        if self.teacher_age_weight > 0 and not self.teacher:
+            raise AgevisionError("--teacher-age-weight needs a --teacher")
+        if self.keep_gender and (self.init is None or self.teacher):
             raise AgevisionError("--keep-gender keeps the gender reading of --init: pass --init DIR, and no --teacher")
         if not 0 <= self.mirror_fill <= 1:
             raise AgevisionError(f"--mirror-fill is a share from 0 to 1, not {self.mirror_fill:g}")
@@ -202,7 +213,8 @@ class _Parts:
     draw_weights: torch.Tensor
     gender_weights: torch.Tensor
     gender_targets: np.ndarray
-    teacher_sha256: str | None = None  # the teacher's tensors, when there is one
+    teacher_sha256: str | None = None  # the teachers' tensors (comma-joined), when there are any
+    age_soft: np.ndarray | None = None  # (N, K) the teachers' age distributions of the training faces
 
 
 def _load_data(cfg: TrainConfig, console) -> _Parts:
@@ -237,14 +249,18 @@ def _load_data(cfg: TrainConfig, console) -> _Parts:
     turned = _turned(cached_geometry([s.path for s in samples], cfg.cache_dir, cfg.detector), samples, train_d.names)
     draw = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, 0.0, cfg.turned_boost)
     balanced = sample_weights(train_d.ages, train_d.genders, train_d.races, turned, cfg.balance, 0.0)
-    read, teacher_sha = None, None
-    if cfg.teacher is not None:
-        read, teacher_sha = teacher_p_female(cfg.teacher, train_d.crops, cfg.device)
-        agree = float(np.mean((read > 0.5) == (train_d.genders == 1)))
-        console.print(f"teacher {cfg.teacher}: agrees with {agree:.1%} of the training labels; "
-                      f"its reading weighs {cfg.teacher_weight:g} in the gender target")
-    targets = gender_targets(train_d.genders, read, cfg.teacher_weight)
-    return _Parts(samples, train_d, val_d, calib_d, no_face, draw, balanced.float(), targets, teacher_sha)
+    reading = None
+    if cfg.teacher:
+        reading = teachers.read(cfg.teacher, train_d.crops, cfg.device)
+        agree = float(np.mean((reading.p_female > 0.5) == (train_d.genders == 1)))
+        age_mae = float(np.mean(np.abs(reading.age_probs @ np.arange(reading.age_probs.shape[1]) - train_d.ages)))
+        console.print(f"teacher {', '.join(map(str, cfg.teacher))}: agrees with {agree:.1%} of the training "
+                      f"gender labels, age MAE {age_mae:.2f} against theirs; its reading weighs "
+                      f"{cfg.teacher_weight:g} in the gender target, {cfg.teacher_age_weight:g} in the age target")
+    targets = gender_targets(train_d.genders, None if reading is None else reading.p_female, cfg.teacher_weight)
+    age_soft = reading.age_probs if reading is not None and cfg.teacher_age_weight > 0 else None
+    return _Parts(samples, train_d, val_d, calib_d, no_face, draw, balanced.float(), targets,
+                  None if reading is None else reading.sha256, age_soft)
 
 
 @dataclass
@@ -359,9 +375,10 @@ def _epoch(run: _Run, cfg: TrainConfig, data: _Parts, card: ModelCard, device: t
         if run.gender_teacher is not None:
             with torch.no_grad():
                 genders = torch.sigmoid(split_logits(run.gender_teacher(x).float())[1])
+        soft = None if data.age_soft is None else torch.from_numpy(data.age_soft[idx]).to(device)
         age_logits, gender_logit = split_logits(run.model(x).float())
         loss = loss_terms(age_logits, gender_logit, ages, genders, bins, cfg.l1_weight,
-                          data.gender_weights[idx].to(device))
+                          data.gender_weights[idx].to(device), soft, cfg.teacher_age_weight)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -427,7 +444,7 @@ def _final_card(model: AgeGenderNet, base: ModelCard, cfg: TrainConfig, data: _P
         "validation_metrics": val_metrics,
         "history": history,
         "config": _config_dict(cfg),
-        **({"teacher_tensors_sha256": data.teacher_sha256} if cfg.teacher is not None else {}),
+        **({"teacher_tensors_sha256": data.teacher_sha256} if cfg.teacher else {}),
         "training_seconds": round(time.time() - started),
         "device": str(device),
         "command": " ".join(["agevision", *sys.argv[1:]]) if sys.argv else "",
@@ -479,8 +496,12 @@ def _train_crops(data: _Data, idx: np.ndarray, mirror_fill: float, gen: torch.Ge
 
 
 def _config_dict(cfg: TrainConfig) -> dict:
-    """The config as JSON-ready values (paths as strings), without the run's history."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "history"}
+    """The config as JSON-ready values (paths as strings; one teacher as its path, several as a
+    list), without the run's history."""
+    out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "history"}
+    out["teacher"] = None if not cfg.teacher else str(cfg.teacher[0]) if len(cfg.teacher) == 1 else [
+        str(t) for t in cfg.teacher]
+    return out
 
 
 # fields that say where things go or how to run, not what is trained
@@ -495,10 +516,12 @@ def _config_key(cfg: TrainConfig, n: int, teacher_sha256: str | None = None) -> 
     import json
 
     recipe = {k: v for k, v in _config_dict(cfg).items() if k not in _RUN_ONLY}
-    if cfg.teacher is None:  # a run without a teacher keeps the key it had before teachers existed
+    if not cfg.teacher:  # a run without a teacher keeps the key it had before teachers existed
         recipe = {k: v for k, v in recipe.items() if k not in ("teacher", "teacher_weight")}
     else:
         recipe["teacher_tensors_sha256"] = teacher_sha256
+    if not cfg.teacher_age_weight:  # nor one whose teachers teach gender only
+        recipe.pop("teacher_age_weight", None)
     if not cfg.keep_gender:  # nor does one that does not keep the gender of its init
         recipe.pop("keep_gender", None)
     if not cfg.mirror_fill:  # nor one that smears every crop
