@@ -1,9 +1,9 @@
 """How the model does in the wild and on UTKFace, side by side: the dev-set table every model,
 crop or label change is judged by.
 
-Usage: python scripts/wild_report.py [--weights DIR] [--clips SUBSTRING ...] [--no-video] [--no-utkface]
-                                     [--flip card|on|off] [--ensemble card|off] [--frame-noise SIGMA]
-                                     [--json OUT.json]
+Usage: python scripts/wild_report.py [--weights DIR [--weights DIR2 ...]] [--clips SUBSTRING ...]
+                                     [--no-video] [--no-utkface] [--flip card|on|off] [--ensemble card|off]
+                                     [--frame-noise SIGMA] [--json OUT.json]
 
 Wild part: every labelled person of `scripts/data/wild_dev.json` (the 22 shared clips;
 labels and how each was decided are in that file), run through the pipeline as
@@ -16,6 +16,10 @@ inside the documented range), the share of frames whose shown 80% age interval m
 documented range, and anchors missed (labelled faces not found). People without a documented
 age have an apparent age range (what a person looking at the face would say, shown in
 brackets): how many read inside it, younger or older, and by how far outside it.
+
+With --weights given more than once, faces are read by the mean of those weights' readings
+(`decode.mean_prediction`, as `agevision train --teacher A --teacher B` teaches it): a would-be
+teacher measured before it is distilled.
 
 UTKFace part: the validation split of the model card's seed, whole and in hard slices (each
 with age MAE, bias and how often the 80% interval holds the true age):
@@ -299,7 +303,7 @@ def utkface(estimator) -> dict:
 
     folder = SHARED / "data/utkface/UTKFace"
     samples = load_folder(folder)
-    seed = int(estimator.card.extra.get("training_data", {}).get("split_seed", 0))
+    seed = split_seed(estimator)
     val = split(samples, read_duplicate_groups(SHARED / "data/utkface/duplicate_groups.txt"), seed=seed)["val"]
     paths = [s.path for s in val]
     crops = cached_crops(paths, estimator.input_size, REPO / ".cache", crop=estimator.card.crop).crops
@@ -510,9 +514,53 @@ def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still:
         console.print(f"worst by age MAE: {a['group']}: {a['figures']['age_mae']:.2f}")
 
 
+def split_seed(estimator) -> int:
+    """The seed of the UTKFace split the estimator's weights were trained on (their card's)."""
+    return int(estimator.card.extra.get("training_data", {}).get("split_seed", 0))
+
+
+class MeanOf:
+    """Several Estimators as one: `predict` is the mean of their readings
+    (`decode.mean_prediction`); the rest (card, crop size, `estimate`) is the first one's,
+    whose crops all of them read (same input size and crop placement, else AgevisionError)."""
+
+    def __init__(self, estimators: list) -> None:
+        from agevision.errors import AgevisionError
+
+        first = estimators[0]
+        if any((e.input_size, e.card.crop, e.card.denoise) != (first.input_size, first.card.crop, first.card.denoise)
+               for e in estimators):
+            raise AgevisionError("--weights: every folder must read crops of the same size and placement")
+        self.estimators, self.card, self.device = estimators, first.card, first.device
+        self.input_size, self.age_bins = first.input_size, first.age_bins
+
+    def set_threads(self, n: int) -> int:
+        return min(e.set_threads(n) for e in self.estimators)
+
+    def predict(self, crops_rgb: np.ndarray):
+        from agevision.model.decode import mean_prediction
+
+        preds = [e.predict(crops_rgb) for e in self.estimators]
+        return mean_prediction(preds, self.estimators[0].age_bins) if len(crops_rgb) else preds[0]
+
+    def predict_many(self, crops_rgb: np.ndarray, batch: int = 256):
+        from agevision.model.decode import Prediction
+
+        if len(crops_rgb) <= batch:
+            return self.predict(crops_rgb)
+        return Prediction.concatenate([self.predict(crops_rgb[i : i + batch]) for i in range(0, len(crops_rgb), batch)])
+
+    def estimate(self, frame_bgr: np.ndarray, faces):
+        from agevision.model.estimator import Estimator
+
+        return Estimator.estimate(self, frame_bgr, faces)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped ones)")
+    parser.add_argument("--weights", type=Path, action="append", default=None,
+                        help="weights folder (default: the shipped ones); repeat it to read with the mean of "
+                        "several (an ensemble)")
     parser.add_argument("--clips", nargs="*", default=[], help="only clips whose names contain one of these")
     parser.add_argument("--no-video", action="store_true", help="skip the clips")
     parser.add_argument("--no-utkface", action="store_true", help="skip the UTKFace slices")
@@ -543,8 +591,13 @@ def main() -> None:
     from agevision.model.estimator import Estimator
     from agevision.pipeline import share_cpu
 
-    estimator = Estimator(args.weights, "cpu", flip={"card": None, "on": True, "off": False}[args.flip],
-                          ensemble=args.ensemble == "card")
+    folders = args.weights or [None]
+    estimators = [Estimator(w, "cpu", flip={"card": None, "on": True, "off": False}[args.flip],
+                            ensemble=args.ensemble == "card") for w in folders]
+    estimator = estimators[0] if len(estimators) == 1 else MeanOf(estimators)
+    if len(estimators) > 1 and not args.no_utkface and len({split_seed(e) for e in estimators}) > 1:
+        sys.exit("error: these weights were trained on different UTKFace splits (one's validation faces are "
+                 "another's training faces): pass --no-utkface")
     share_cpu(estimator)
     rows = [] if args.no_video else with_apparent(wild(estimator, args.clips, args.frame_noise))
     totals = wild_totals(rows) if rows else None
@@ -553,7 +606,8 @@ def main() -> None:
     utk = None if args.no_utkface else utkface(estimator)
     print_report(rows, totals, utk, still)
     if args.json:
-        args.json.write_text(json.dumps({"weights": str(args.weights or "shipped"), "people": rows, "totals": totals,
+        named = ", ".join(str(w or "shipped") for w in folders)
+        args.json.write_text(json.dumps({"weights": named, "people": rows, "totals": totals,
                                          "stills": still_rows, "stills_totals": still, "utkface": utk},
                                         indent=1, default=float))
 

@@ -459,3 +459,18 @@ def test_the_estimator_crops_faces_as_its_card_says(tiny_run, utkface):
     tight = est.predict(align_crops(frame, faces, est.input_size, est.card.denoise, est.card.crop))
     wide = est.predict(align_crops(frame, faces, est.input_size, est.card.denoise))
     assert np.allclose(got.age, tight.age) and not np.allclose(got.age, wide.age)
+
+
+def test_an_ensemble_reads_the_mean_of_its_members_age_distributions_and_p_female():
+    from agevision.model.decode import decode, mean_prediction
+
+    bins = np.arange(101, dtype=np.float64)
+    young = decode(-((bins[None, :] - 20.0) ** 2) / 18, np.array([3.0]), 1.0, 1.0)
+    old = decode(-((bins[None, :] - 60.0) ** 2) / 18, np.array([-3.0]), 1.0, 1.0)
+    both = mean_prediction([young, old], bins)
+    assert both.p_female[0] == pytest.approx(0.5, abs=1e-6)
+    assert both.age[0] == pytest.approx(40.0, abs=0.01)  # the mean of the two expected ages
+    assert both.age_low[0] < 25 and both.age_high[0] > 55  # two modes: an interval that spans them
+    assert np.allclose(both.age_probs.sum(axis=1), 1.0, atol=1e-5)
+    alone = mean_prediction([young], bins)
+    assert np.allclose(alone.age, young.age) and np.allclose(alone.age_probs, young.age_probs, atol=1e-6)

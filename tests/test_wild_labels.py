@@ -46,3 +46,23 @@ def test_apparent_error_is_the_distance_outside_the_range(report):
     assert "apparent" not in rows[0]  # the rows given are left as they were
     assert report.apparent_totals(out) == {"n": 3, "inside": 1, "young": 1, "old": 1,
                                            "mean_outside": pytest.approx((3.5 + 0 + 5.0) / 3), "interval_holds": None}
+
+
+def test_several_weights_read_as_the_mean_of_their_readings(report):
+    import numpy as np
+
+    from agevision.errors import AgevisionError
+    from agevision.model.decode import mean_prediction
+    from agevision.model.estimator import Estimator
+
+    plain, flipped = Estimator(None, "cpu", flip=False), Estimator(None, "cpu", flip=True)
+    both = report.MeanOf([plain, flipped])
+    crops = np.random.default_rng(0).integers(0, 255, (3, plain.input_size, plain.input_size, 3), dtype=np.uint8)
+    want = mean_prediction([plain.predict(crops), flipped.predict(crops)], plain.age_bins)
+    got = both.predict_many(crops, batch=2)
+    assert np.allclose(got.age, want.age, atol=1e-4) and np.allclose(got.p_female, want.p_female, atol=1e-6)
+    assert len(both.predict(crops[:0]).age) == 0
+    other = Estimator(None, "cpu")
+    other.input_size = plain.input_size + 16  # weights that read another crop size cannot be averaged
+    with pytest.raises(AgevisionError, match="same size"):
+        report.MeanOf([plain, other])

@@ -37,6 +37,18 @@ class Prediction:
                             ("age", "age_low", "age_high", "p_female", "age_probs")))
 
 
+def mean_prediction(parts: list[Prediction], age_bins: np.ndarray) -> Prediction:
+    """The reading of an ensemble: the mean of `parts`' age distributions (summarised again as
+    `summarize_distribution` does) and of their P(female), for the same N crops read by
+    several weights (each with its own temperatures). parts: at least one, alike in N and K."""
+    probs = np.mean([p.age_probs.astype(np.float64) for p in parts], axis=0)
+    probs /= np.clip(probs.sum(axis=1, keepdims=True), 1e-12, None)
+    age, low, high = summarize_distribution(probs, np.asarray(age_bins, np.float64))
+    p_female = np.mean([p.p_female.astype(np.float64) for p in parts], axis=0)
+    f32 = np.float32
+    return Prediction(age.astype(f32), low.astype(f32), high.astype(f32), p_female.astype(f32), probs.astype(f32))
+
+
 def summarize_distribution(age_probs: np.ndarray, age_bins: np.ndarray) -> tuple[np.ndarray, ...]:
     """(expected age, low, high) of (N, K) age distributions; low/high bound the central 80%.
 

@@ -34,20 +34,18 @@ def read(weights_dirs: tuple[Path, ...] | list[Path], crops_rgb: np.ndarray, dev
     `weights_dirs` (at least one); AgevisionError if one cannot be loaded, takes another
     crop size (`Estimator.predict`) or has other age bins than the first."""
     from agevision.errors import AgevisionError
+    from agevision.model.decode import mean_prediction
     from agevision.model.estimator import Estimator
 
-    p_female, age_probs, shas = [], [], []
+    preds, shas = [], []
     for d in weights_dirs:
         est = Estimator(d, device=device, flip=False)
-        pred = est.predict_many(crops_rgb)
-        if age_probs and pred.age_probs.shape != age_probs[0].shape:
+        preds.append(est.predict_many(crops_rgb))
+        if preds[-1].age_probs.shape != preds[0].age_probs.shape:
             raise AgevisionError(f"--teacher {d}: its age bins differ from the first teacher's")
-        p_female.append(pred.p_female.astype(np.float64))
-        age_probs.append(pred.age_probs.astype(np.float64))
         shas.append(est.card.tensors_sha256 or "")
-    probs = np.mean(age_probs, axis=0)
-    probs /= probs.sum(axis=1, keepdims=True).clip(1e-12)
-    return Reading(np.mean(p_female, axis=0).astype(np.float32), probs.astype(np.float32), ",".join(shas))
+    mean = mean_prediction(preds, np.arange(preds[0].age_probs.shape[1]))
+    return Reading(mean.p_female, mean.age_probs, ",".join(shas))
 
 
 def gender_targets(labels: np.ndarray, teacher: np.ndarray | None, weight: float) -> np.ndarray:
