@@ -40,6 +40,9 @@ import cv2
 import numpy as np
 from common import SHARED, VIDEOS, run_script
 
+from agevision.model import decode
+from agevision.model.decode import AGE_POINTS
+
 REPO = Path(__file__).resolve().parent.parent
 LABELS = REPO / "scripts" / "data" / "wild_dev.json"
 
@@ -572,7 +575,12 @@ def main() -> None:
                         help="read each crop mirrored too and average (default: as the model card says)")
     parser.add_argument("--ensemble", choices=("card", "off"), default="card",
                         help="off: leave out the card's second gender network (model.gender_ensemble)")
+    parser.add_argument("--age-point", choices=AGE_POINTS, default=None,
+                        help="the age a reading shows: the median or the mean of its distribution (default: "
+                        "agevision's, decode.AGE_POINT)")
     args = parser.parse_args()
+    if args.age_point:
+        decode.AGE_POINT = args.age_point
     if args.show:
         try:
             if not args.show.is_file() or args.show.stat().st_size > 100_000_000:
@@ -607,8 +615,9 @@ def main() -> None:
     print_report(rows, totals, utk, still)
     if args.json:
         named = ", ".join(str(w or "shipped") for w in folders)
-        args.json.write_text(json.dumps({"weights": named, "people": rows, "totals": totals,
-                                         "stills": still_rows, "stills_totals": still, "utkface": utk},
+        args.json.write_text(json.dumps({"weights": named, "age_point": decode.AGE_POINT, "people": rows,
+                                         "totals": totals, "stills": still_rows, "stills_totals": still,
+                                         "utkface": utk},
                                         indent=1, default=float))
 
 

@@ -474,3 +474,19 @@ def test_an_ensemble_reads_the_mean_of_its_members_age_distributions_and_p_femal
     assert np.allclose(both.age_probs.sum(axis=1), 1.0, atol=1e-5)
     alone = mean_prediction([young], bins)
     assert np.allclose(alone.age, young.age) and np.allclose(alone.age_probs, young.age_probs, atol=1e-6)
+
+
+def test_a_reading_shows_the_median_or_the_mean_of_its_age_distribution():
+    from agevision.model.decode import summarize_distribution
+
+    bins = np.arange(101, dtype=np.float64)
+    skewed = np.zeros((1, 101))
+    skewed[0, 20], skewed[0, 60] = 0.6, 0.4  # most of it at 20, a tail at 60
+    mean, low, high = summarize_distribution(skewed, bins, "mean")
+    median = summarize_distribution(skewed, bins, "median")[0]
+    assert mean[0] == pytest.approx(36.0) and 19.5 <= median[0] <= 20.5
+    assert low[0] <= median[0] <= high[0]
+    flat = np.full((1, 101), 1 / 101)
+    assert summarize_distribution(flat, bins, "median")[0][0] == pytest.approx(50.0, abs=0.01)
+    with pytest.raises(ValueError, match="age point"):
+        summarize_distribution(flat, bins, "mode")
