@@ -79,6 +79,7 @@ def summarize_distribution(age_probs: np.ndarray, age_bins: np.ndarray, point: s
     age = np.maximum(quantile(0.5), 0) if point == "median" else age_probs @ age_bins
     return age, np.maximum(quantile(tail), 0), quantile(1 - tail)
 
+
 def decode(
     age_logits: np.ndarray, gender_logit: np.ndarray, age_temperature: float = 1.0,
     gender_temperature: float = 1.0, age_bins: np.ndarray | None = None,
