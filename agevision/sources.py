@@ -59,7 +59,10 @@ class VideoSource:
         self.path = path
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
-        cc = self._stream.codec_context
+        cc = self._stream.codec_context  # None where the stream names a codec this FFmpeg lacks
+        if cc is None:
+            self._container.close()
+            raise AgevisionError(f"{path} is not a readable video (its video stream's codec is unknown)")
         self.width, self.height = cc.width, cc.height
         if not self.width or not self.height:
             self._container.close()

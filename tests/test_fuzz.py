@@ -122,3 +122,15 @@ def test_mutated_videos_through_video(tmp_path):
         if r.exit_code == 0:
             assert json.loads(out.read_text().splitlines()[-1])["type"] == "end"
         assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_video_whose_codec_is_unknown_is_one_error_line(tmp_path):
+    """A stream that names a codec FFmpeg lacks has no codec context (PyAV gives None): one
+    error line, no output file (the fuzz test above met it in a mutated header)."""
+    clip = tmp_path / "clip.mp4"
+    _small_clip(clip)
+    path, out = tmp_path / "unknown.mp4", tmp_path / "o.mp4"
+    path.write_bytes(clip.read_bytes().replace(b"avc1", b"zzzz"))
+    r = runner.invoke(app, ["video", str(path), "--out", str(out)])
+    assert r.exit_code == 1 and "codec is unknown" in r.output and "Traceback" not in r.output, r.output
+    assert not out.exists()
