@@ -42,6 +42,7 @@ from common import SHARED, VIDEOS, run_script
 
 from agevision.model import decode
 from agevision.model.decode import AGE_POINTS
+from agevision.model.estimator import Estimator
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = REPO / "scripts" / "data" / "wild_dev.json"
@@ -544,20 +545,11 @@ class MeanOf:
         from agevision.model.decode import mean_prediction
 
         preds = [e.predict(crops_rgb) for e in self.estimators]
-        return mean_prediction(preds, self.estimators[0].age_bins) if len(crops_rgb) else preds[0]
+        return mean_prediction(preds, self.age_bins) if len(crops_rgb) else preds[0]
 
-    def predict_many(self, crops_rgb: np.ndarray, batch: int = 256):
-        from agevision.model.decode import Prediction
-
-        if len(crops_rgb) <= batch:
-            return self.predict(crops_rgb)
-        return Prediction.concatenate([self.predict(crops_rgb[i : i + batch]) for i in range(0, len(crops_rgb), batch)])
-
-    def estimate(self, frame_bgr: np.ndarray, faces):
-        from agevision.model.estimator import Estimator
-
-        return Estimator.estimate(self, frame_bgr, faces)
-
+    # batching and frame reading as one Estimator does them, around this `predict`
+    predict_many = Estimator.predict_many
+    estimate = Estimator.estimate
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -596,7 +588,6 @@ def main() -> None:
         return
     if not VIDEOS.is_dir():
         sys.exit(f"error: the shared clips are not at {VIDEOS}")
-    from agevision.model.estimator import Estimator
     from agevision.pipeline import share_cpu
 
     folders = args.weights or [None]

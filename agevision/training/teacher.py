@@ -37,14 +37,15 @@ def read(weights_dirs: tuple[Path, ...] | list[Path], crops_rgb: np.ndarray, dev
     from agevision.model.decode import mean_prediction
     from agevision.model.estimator import Estimator
 
-    preds, shas = [], []
+    preds, shas, bins = [], [], None
     for d in weights_dirs:
         est = Estimator(d, device=device, flip=False)
+        bins = est.age_bins if bins is None else bins
         preds.append(est.predict_many(crops_rgb))
         if preds[-1].age_probs.shape != preds[0].age_probs.shape:
             raise AgevisionError(f"--teacher {d}: its age bins differ from the first teacher's")
         shas.append(est.card.tensors_sha256 or "")
-    mean = mean_prediction(preds, np.arange(preds[0].age_probs.shape[1]))
+    mean = mean_prediction(preds, bins)
     return Reading(mean.p_female, mean.age_probs, ",".join(shas))
 
 
