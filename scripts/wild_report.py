@@ -4,6 +4,7 @@ crop or label change is judged by.
 Usage: python scripts/wild_report.py [--weights DIR [--weights DIR2 ...]] [--clips SUBSTRING ...]
                                      [--no-video] [--no-utkface] [--flip card|on|off] [--ensemble card|off]
                                      [--frame-noise SIGMA] [--json OUT.json]
+       python scripts/wild_report.py --show OUT.json | --compare A.json B.json ...
 
 Wild part: every labelled person of `scripts/data/wild_dev.json` (the 22 shared clips;
 labels and how each was decided are in that file), run through the pipeline as
@@ -20,6 +21,9 @@ brackets): how many read inside it, younger or older, and by how far outside it.
 With --weights given more than once, faces are read by the mean of those weights' readings
 (`decode.mean_prediction`, as `agevision train --teacher A --teacher B` teaches it): a would-be
 teacher measured before it is distilled.
+
+--show prints a saved --json file's tables again; --compare prints several saved files side by
+side: the totals, then each person's median shown age and median raw P(female), one column a run.
 
 UTKFace part: the validation split of the model card's seed, whole and in hard slices (each
 with age MAE, bias and how often the 80% interval holds the true age):
@@ -518,6 +522,88 @@ def print_report(rows: list[dict], totals: dict | None, utk: dict | None, still:
         console.print(f"worst by age MAE: {a['group']}: {a['figures']['age_mae']:.2f}")
 
 
+def load_saved(path: Path) -> tuple[list[dict], dict | None, dict | None, dict | None]:
+    """A saved --json file -> (people rows, their totals, UTKFace figures, stills totals), the
+    totals recomputed with today's labels file; AgevisionError when it is not such a file."""
+    from agevision.errors import AgevisionError
+
+    try:
+        if not path.is_file() or path.stat().st_size > 100_000_000:
+            raise ValueError("not a regular file of at most 100 MB")
+        saved = json.loads(path.read_text())
+        saved["people"], saved["utkface"]
+        rows = with_apparent(saved["people"] or [])
+        still_rows = with_apparent(saved.get("stills") or [])
+        return (rows, wild_totals(rows) if rows else None, saved["utkface"],
+                stills_totals(still_rows) if still_rows else saved.get("stills_totals"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise AgevisionError(f"{path} is not a saved wild_report --json file ({type(e).__name__}: {e})") from e
+
+
+def comparison_rows(runs: dict[str, tuple]) -> tuple[list[tuple[str, list[str]]], list[tuple[str, list[str]]]]:
+    """Saved runs ({name: `load_saved` output}) side by side -> (totals rows, people rows), each
+    row (what, [one cell per run]); a figure a run lacks is '-'. Totals: people right / wrong /
+    '?' / missed, women, documented age MAE and bias, apparent ages read inside their range,
+    stills right / wrong, stills documented age, stills apparent inside, UTKFace MAE / gender,
+    ages 0-12 MAE. People: median shown age and median raw P(female), by clip and person."""
+    def cell(fn, run) -> str:
+        try:
+            return fn(*run)
+        except (TypeError, KeyError):
+            return "-"
+
+    def verdicts(t: dict) -> str:
+        return f"{t['right']} / {t['wrong']} / {t['?']} / {t['missed']}"
+
+    totals = [
+        ("people right / wrong / ? / missed", lambda r, t, u, s: verdicts(t["all"])),
+        ("women right / wrong / ? / missed", lambda r, t, u, s: verdicts(t["women"])),
+        ("documented age MAE, bias", lambda r, t, u, s: f"{t['age_mae']:.1f}, {t['age_bias']:+.1f} ({t['aged']})"),
+        ("apparent age inside", lambda r, t, u, s: f"{t['apparent']['inside']} of {t['apparent']['n']}"),
+        ("stills right / wrong", lambda r, t, u, s: f"{s['all']['right']:.1%} / {s['all']['wrong']:.1%}"),
+        ("stills women right / wrong", lambda r, t, u, s: f"{s['women']['right']:.1%} / {s['women']['wrong']:.1%}"),
+        ("stills documented age", lambda r, t, u, s: f"{s['age_mae']:.1f}, {s['age_bias']:+.1f} ({s['aged']})"),
+        ("stills apparent inside", lambda r, t, u, s: f"{s['apparent']['inside']} of {s['apparent']['n']}"),
+        ("UTKFace MAE / gender", lambda r, t, u, s: f"{u['slices']['all']['age_mae']:.2f} / "
+                                                    f"{u['slices']['all']['gender_accuracy']:.1%}"),
+        ("UTKFace ages 0-12 MAE", lambda r, t, u, s: f"{u['slices']['ages 0-12']['age_mae']:.2f}"),
+    ]
+    total_rows = [(what, [cell(fn, run) for run in runs.values()]) for what, fn in totals]
+    people: dict[tuple[str, str], list[str]] = {}
+    for i, (rows, *_) in enumerate(runs.values()):
+        for r in rows:
+            if r["gender"] not in ("F", "M"):
+                continue
+            cells = people.setdefault((r["clip"], r["id"]), ["-"] * len(runs))
+            age, pf = r.get("age"), r.get("raw_pf")
+            cells[i] = ("-" if age is None or np.isnan(age) else f"{age:.1f}") + " · " + \
+                ("-" if pf is None or np.isnan(pf) else f"{pf:.2f}")
+    labels = {(r["clip"], r["id"]): r for rows, *_ in runs.values() for r in rows}
+    person_rows = []
+    for key, cells in people.items():
+        r = labels[key]
+        truth = r["true_age"] or _band(r.get("apparent"))
+        person_rows.append((f"{r['id'][:28]} ({r['gender']}, {truth})", cells))
+    return total_rows, person_rows
+
+
+def print_comparison(runs: dict[str, tuple]) -> None:
+    """Print `comparison_rows` of saved runs as two tables, one column per run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(160, 34 + 18 * len(runs)))
+    total_rows, person_rows = comparison_rows(runs)
+    for title, rows in (("totals", total_rows), ("people: median shown age · median raw P(female)", person_rows)):
+        t = Table(title=title)
+        t.add_column("")
+        for name in runs:
+            t.add_column(Path(name).stem, justify="right")
+        for what, cells in rows:
+            t.add_row(what, *cells)
+        console.print(t)
+
+
 def split_seed(estimator) -> int:
     """The seed of the UTKFace split the estimator's weights were trained on (their card's)."""
     return int(estimator.card.extra.get("training_data", {}).get("split_seed", 0))
@@ -563,6 +649,9 @@ def main() -> None:
                         help="add sensor noise of this sigma (grey levels) to every frame of the clips (default 0)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--show", type=Path, default=None, help="print the tables of a --json file and stop")
+    parser.add_argument("--compare", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="print saved --json files side by side (totals, then each person's age and P(F)) "
+                        "and stop")
     parser.add_argument("--flip", choices=("card", "on", "off"), default="card",
                         help="read each crop mirrored too and average (default: as the model card says)")
     parser.add_argument("--ensemble", choices=("card", "off"), default="card",
@@ -574,17 +663,11 @@ def main() -> None:
     if args.age_point:
         decode.AGE_POINT = args.age_point
     if args.show:
-        try:
-            if not args.show.is_file() or args.show.stat().st_size > 100_000_000:
-                raise ValueError("not a regular file of at most 100 MB")
-            saved = json.loads(args.show.read_text())
-            saved["people"], saved["utkface"]
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as e:
-            sys.exit(f"error: {args.show} is not a saved wild_report --json file ({type(e).__name__}: {e})")
-        rows = with_apparent(saved["people"] or [])
-        still_rows = with_apparent(saved.get("stills") or [])
-        print_report(rows, wild_totals(rows) if rows else None, saved["utkface"],
-                     stills_totals(still_rows) if still_rows else saved.get("stills_totals"))
+        rows, totals, utk, still = load_saved(args.show)
+        print_report(rows, totals, utk, still)
+        return
+    if args.compare:
+        print_comparison({str(path): load_saved(path) for path in args.compare})
         return
     if not VIDEOS.is_dir():
         sys.exit(f"error: the shared clips are not at {VIDEOS}")

@@ -66,3 +66,44 @@ def test_several_weights_read_as_the_mean_of_their_readings(report):
     other.input_size = plain.input_size + 16  # weights that read another crop size cannot be averaged
     with pytest.raises(AgevisionError, match="same size"):
         report.MeanOf([plain, other])
+
+
+def _saved_run(path: Path, katie_age: float, katie_pf: float, with_obama: bool) -> Path:
+    """A minimal saved wild_report --json file: Katie Hill (documented 31-32), maybe Barack
+    Obama (47), one still face, UTKFace figures."""
+    def person(clip, pid, gender, age, pf, true_age, error):
+        return {"clip": clip, "id": pid, "gender": gender, "readings": 10, "missed": 0, "anchors": 1,
+                "raw_right": 1.0, "raw_pf": pf, "shown_right": 1.0, "shown_wrong": 0.0, "shown_unsure": 0.0,
+                "age": age, "true_age": true_age, "age_error": error, "interval_holds": 1.0}
+
+    people = [person("SadTalker__WDA_KatieHill_000.mp4", "Katie Hill", "F", katie_age, katie_pf, "31-32",
+                     katie_age - 31)]
+    if with_obama:
+        people.append(person("face_recognition__short_hamilton_clip.mp4", "Barack Obama", "M", 44.1, 0.04, "47", -2.9))
+    stills = [{"clip": "SadTalker__WDA_KatieHill_000.mp4", "id": "Katie Hill", "gender": "F", "found": True,
+               "shown": "F", "age": katie_age, "age_error": katie_age - 31}]
+    utk = {"slices": {"all": {"age_mae": 4.81, "gender_accuracy": 0.939}, "ages 0-12": {"age_mae": 1.76}}}
+    path.write_text(json.dumps({"people": people, "stills": stills, "utkface": utk}))
+    return path
+
+
+def test_compare_puts_saved_runs_side_by_side(report, tmp_path):
+    from agevision.errors import AgevisionError
+
+    a = report.load_saved(_saved_run(tmp_path / "a.json", 22.1, 0.99, with_obama=True))
+    b = report.load_saved(_saved_run(tmp_path / "b.json", 30.0, 0.5, with_obama=False))
+    totals, people = report.comparison_rows({"a": a, "b": b})
+    totals = dict(totals)
+    assert totals["people right / wrong / ? / missed"] == ["2 / 0 / 0 / 0", "1 / 0 / 0 / 0"]
+    assert totals["documented age MAE, bias"] == ["5.9, -5.9 (2)", "1.0, -1.0 (1)"]
+    assert totals["stills documented age"] == ["8.9, -8.9 (1)", "1.0, -1.0 (1)"]
+    assert totals["UTKFace MAE / gender"] == ["4.81 / 93.9%"] * 2
+    assert dict(people) == {"Katie Hill (F, 31-32)": ["22.1 · 0.99", "30.0 · 0.50"],
+                            "Barack Obama (M, 47)": ["44.1 · 0.04", "-"]}
+    no_utk = json.loads((tmp_path / "b.json").read_text()) | {"utkface": None}
+    (tmp_path / "c.json").write_text(json.dumps(no_utk))
+    totals, _ = report.comparison_rows({"c": report.load_saved(tmp_path / "c.json")})
+    assert dict(totals)["UTKFace MAE / gender"] == ["-"]  # a run without the UTKFace part
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    with pytest.raises(AgevisionError, match="not a saved wild_report"):
+        report.load_saved(tmp_path / "junk.json")
