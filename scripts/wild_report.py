@@ -582,7 +582,7 @@ def comparison_rows(runs: dict[str, tuple]) -> tuple[list[tuple[str, list[str]]]
     person_rows = []
     for key, cells in people.items():
         r = labels[key]
-        truth = r["true_age"] or _band(r.get("apparent"))
+        truth = r.get("true_age") or _band(r.get("apparent"))
         person_rows.append((f"{r['id'][:28]} ({r['gender']}, {truth})", cells))
     return total_rows, person_rows
 
