@@ -3,7 +3,7 @@ crop or label change is judged by.
 
 Usage: python scripts/wild_report.py [--weights DIR [--weights DIR2 ...]] [--clips SUBSTRING ...]
                                      [--no-video] [--no-utkface] [--flip card|on|off] [--ensemble card|off]
-                                     [--frame-noise SIGMA] [--json OUT.json]
+                                     [--frame-noise SIGMA] [--age-point median|mean] [--json OUT.json]
        python scripts/wild_report.py --show OUT.json | --compare A.json B.json ...
 
 Wild part: every labelled person of `scripts/data/wild_dev.json` (the 22 shared clips;
@@ -569,22 +569,18 @@ def comparison_rows(runs: dict[str, tuple]) -> tuple[list[tuple[str, list[str]]]
         ("UTKFace ages 0-12 MAE", lambda r, t, u, s: f"{u['slices']['ages 0-12']['age_mae']:.2f}"),
     ]
     total_rows = [(what, [cell(fn, run) for run in runs.values()]) for what, fn in totals]
-    people: dict[tuple[str, str], list[str]] = {}
+    people: dict[tuple[str, str], tuple[str, list[str]]] = {}  # (clip, id) -> (row label, cells)
     for i, (rows, *_) in enumerate(runs.values()):
         for r in rows:
             if r["gender"] not in ("F", "M"):
                 continue
-            cells = people.setdefault((r["clip"], r["id"]), ["-"] * len(runs))
+            truth = r.get("true_age") or _band(r.get("apparent"))
+            _, cells = people.setdefault((r["clip"], r["id"]),
+                                         (f"{r['id'][:28]} ({r['gender']}, {truth})", ["-"] * len(runs)))
             age, pf = r.get("age"), r.get("raw_pf")
             cells[i] = ("-" if age is None or np.isnan(age) else f"{age:.1f}") + " · " + \
                 ("-" if pf is None or np.isnan(pf) else f"{pf:.2f}")
-    labels = {(r["clip"], r["id"]): r for rows, *_ in runs.values() for r in rows}
-    person_rows = []
-    for key, cells in people.items():
-        r = labels[key]
-        truth = r.get("true_age") or _band(r.get("apparent"))
-        person_rows.append((f"{r['id'][:28]} ({r['gender']}, {truth})", cells))
-    return total_rows, person_rows
+    return total_rows, list(people.values())
 
 
 def print_comparison(runs: dict[str, tuple]) -> None:
