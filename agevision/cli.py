@@ -201,6 +201,11 @@ def train(
                                                 "of the last layer on the frozen network (its gender reading "
                                                 "stays as it is); --epochs is then the number of copies of the "
                                                 "training faces read")] = False,
+    gender_head_only: Annotated[bool, typer.Option("--gender-head-only", help="with --init: retrain only the "
+                                                   "gender row of the last layer on the frozen network (its "
+                                                   "age reading stays as it is), against the labels and any "
+                                                   "--teacher; --epochs is then the number of copies of the "
+                                                   "training faces read")] = False,
     keep_gender: Annotated[bool, typer.Option("--keep-gender", help="with --init: each augmented face's gender "
                                               "target is what the --init network reads of it, not its label "
                                               "(fine-tune the age, keep the gender reading)")] = False,
@@ -208,8 +213,8 @@ def train(
         callback=_check_crop, metavar="tight|wide|F",
         help="where the face sits in its crop: 'tight' (the detector box fills it, as UTKFace's pictures do), "
         "'wide' (the box fills 62% and the rest is UTKFace's edge smeared outwards: weights made before "
-        "'tight') or a number: the share of the crop's width the box fills; with --age-head-only, the "
-        "--init weights' own")] = "tight",
+        "'tight') or a number: the share of the crop's width the box fills; with --age-head-only or "
+        "--gender-head-only, the --init weights' own")] = "tight",
     mirror_fill: Annotated[float, typer.Option(min=0, max=1, help="share of training faces whose crop is filled "
                                                "past the picture's edge by mirroring the picture instead of "
                                                "smearing its edge (matters where the crop is wider than the "
@@ -233,8 +238,13 @@ def train(
         check_folder_writable(folder, what)
     from agevision.model.weights import load_card
 
+    if age_head_only and gender_head_only:
+        raise AgevisionError("--age-head-only and --gender-head-only: pass one (a head-only run retrains one part)")
+    head_only = "age" if age_head_only else "gender" if gender_head_only else None
     geometry = _crop_geometry(crop)
     teacher = tuple(teacher or ())
+    if head_only and init is not None:  # the frozen network reads crops placed as it was trained on them
+        geometry = load_card(init).crop
     for folder, what in ((init, "--init"), *((t, "--teacher") for t in teacher)):  # before the crops: at once
         if folder is None:
             continue
@@ -242,9 +252,10 @@ def train(
         if card.input_size != input_size:
             raise AgevisionError(f"{what} {folder}: its weights take {card.input_size} px crops, not --input-size "
                                  f"{input_size}")
-        reads_crops = (what == "--teacher" or keep_gender) and not age_head_only  # a teacher, or the kept gender
+        reads_crops = what == "--teacher" or (keep_gender and not head_only)  # a teacher, or the kept gender
         if reads_crops and card.crop != geometry:
-            raise AgevisionError(f"{what} {folder}: its weights read crops placed otherwise than --crop {crop}")
+            placed = f"--init {init}" if head_only else f"--crop {crop}"
+            raise AgevisionError(f"{what} {folder}: its weights read crops placed otherwise than {placed}")
     cfg = TrainConfig(
         data_dir=data_dir, out_dir=out, duplicates=duplicates, imagenet=None if no_imagenet else imagenet,
         cache_dir=cache_dir, checkpoint=checkpoint, input_size=input_size, epochs=epochs, batch_size=batch_size,
@@ -254,10 +265,11 @@ def train(
         crop=geometry, mirror_fill=mirror_fill,
         **{k: v for k, v in (("balance", balance), ("turned_boost", turned_boost)) if v is not None},
     )
-    if age_head_only:
-        from agevision.training.age_head import refit
+    if head_only:
+        from agevision.training.head_refit import check, refit
 
-        card = refit(cfg, console)
+        check(cfg, head_only)
+        card = refit(cfg, console, head_only)
     else:
         card = run(cfg, console)
     m = card["validation_metrics"]

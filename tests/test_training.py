@@ -361,7 +361,7 @@ def test_an_age_head_refit_changes_the_age_rows_only(tiny_run, tmp_path: Path):
     from typer.testing import CliRunner
 
     from agevision.cli import app
-    from agevision.training.age_head import refit
+    from agevision.training.head_refit import refit
     from agevision.training.train import _load_data, predict_logits
 
     cfg, _ = tiny_run
@@ -386,6 +386,55 @@ def test_an_age_head_refit_changes_the_age_rows_only(tiny_run, tmp_path: Path):
                          str(cfg.out_dir)], "--teacher")):
         r = CliRunner().invoke(app, ["train", *args, "--out", str(out)])
         assert r.exit_code == 1 and says in r.output and not out.exists(), r.output
+
+
+def test_a_gender_head_refit_changes_the_gender_row_only_and_follows_its_targets(tiny_run, tmp_path: Path):
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+    from typer.testing import CliRunner
+
+    from agevision.cli import app
+    from agevision.training.head_refit import features, refit
+    from agevision.training.train import _load_data, predict_logits
+
+    cfg, _ = tiny_run
+    taught = replace(cfg, init=cfg.out_dir, out_dir=tmp_path / "gendered", epochs=2, teacher=(cfg.out_dir,),
+                     teacher_weight=0.5)
+    card = refit(taught, Console(quiet=True), "gender")
+    (start, start_card), (end, end_card) = weights.load(cfg.out_dir), weights.load(taught.out_dir)
+    before, after = start.state_dict(), end.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head."))
+    for name in ("head.weight", "head.bias"):
+        assert torch.equal(before[name][:-1], after[name][:-1])  # the age rows
+        assert not torch.equal(before[name][-1], after[name][-1])  # the gender row did train
+    assert end_card.age_temperature == start_card.age_temperature
+    assert end_card.gender_ensemble is not None and "gender_ensemble_fit" in card
+    info = card["gender_head_refit"]
+    assert info["from_tensors_sha256"] == start_card.tensors_sha256 and info["copies"] == 2
+    assert info["teacher_tensors_sha256"] == start_card.tensors_sha256
+    assert info["gender_temperature_was"] == start_card.gender_temperature
+    data = _load_data(replace(taught, out_dir=cfg.out_dir), Console(quiet=True))
+    crops = data.val.crops
+    (a0, g0), (a1, g1) = (predict_logits(m, crops, torch.device("cpu"), start_card) for m in (start, end))
+    assert np.array_equal(a0, a1) and not np.array_equal(g0, g1)
+    # on the training faces as they are, the new row is nearer the label/teacher targets than the old
+    feats = features(start, data.train.crops, start_card, torch.device("cpu"))
+    targets = torch.from_numpy(data.gender_targets).float()
+    with torch.no_grad():
+        bce = [float(F.binary_cross_entropy_with_logits(feats @ net.head.weight[-1] + net.head.bias[-1], targets))
+               for net in (start, end)]
+    assert bce[1] < bce[0], bce
+    out = tmp_path / "w"
+    init = ["--init", str(cfg.out_dir), "--input-size", "96"]
+    for args, says in ((["--gender-head-only"], "--init"),
+                       (["--gender-head-only", "--age-head-only", *init], "pass one"),
+                       (["--gender-head-only", *init, "--teacher", str(cfg.out_dir), "--teacher-age-weight",
+                         "0.5"], "--teacher-age-weight"),
+                       (["--gender-head-only", *init, "--crop", "wide", "--teacher", str(tmp_path / "none")],
+                        "none")):
+        r = CliRunner().invoke(app, ["train", *args, "--out", str(out)])
+        assert r.exit_code == 1 and says in r.output and "Traceback" not in r.output and not out.exists(), r.output
 
 
 def test_keep_gender_takes_the_init_network_s_reading_of_each_augmented_face_as_the_target(
